@@ -1,0 +1,225 @@
+/**
+ * The syscall addon (native/sockctl.c), built by node-gyp into build/Release/sockctl.node.
+ *
+ * Rules every function keeps:
+ * - one call is one syscall (or the obvious pair, e.g. recvmsg + its flags); no retries, no hidden state;
+ * - a failure throws an Error whose `code` is the errno name (strerrorname_np), `errno` the number,
+ *   `syscall` the syscall name ("bind", "connect", ...), message "<syscall>: <strerror>";
+ * - every fd the addon creates is SOCK_NONBLOCK | SOCK_CLOEXEC (socket, socketpair, accept4);
+ * - argument errors (wrong JS types) throw a TypeError with code "ERR_INVALID_ARG_TYPE".
+ */
+
+/** An address as the kernel holds it. `path` null = unnamed Unix socket; a leading "@" = abstract namespace. */
+export type SockAddr =
+  | { family: number /* AF_INET or AF_INET6 */; address: string; port: number; flowinfo?: number; scopeId?: number }
+  | { family: number /* AF_UNIX */; path: string | null };
+
+export interface RecvResult {
+  /** The bytes read (a fresh Buffer of length min(maxBytes, what was read)). */
+  data: Buffer;
+  /** The syscall's return value: with MSG_TRUNC on a datagram this is the real datagram length. */
+  length: number;
+  /** msg_flags & MSG_TRUNC. */
+  truncated: boolean;
+  /** recvmsg's msg_name, null when the kernel gave none (connected stream). */
+  from: SockAddr | null;
+}
+
+export interface Linger { onoff: boolean; linger: number }
+
+export interface TcpInfo {
+  state: number;          // tcpi_state (TCP_ESTABLISHED = 1 ... TCP_CLOSING = 11)
+  caState: number;
+  retransmits: number;
+  probes: number;
+  backoff: number;
+  rto: number;            // microseconds
+  ato: number;
+  sndMss: number;
+  rcvMss: number;
+  unacked: number;        // for a listener: current accept-queue length
+  sacked: number;         // for a listener: backlog
+  lost: number;
+  retrans: number;
+  lastDataSent: number;   // ms
+  lastDataRecv: number;
+  pmtu: number;
+  rcvSsthresh: number;
+  rtt: number;            // microseconds
+  rttvar: number;
+  sndSsthresh: number;
+  sndCwnd: number;
+  advmss: number;
+  reordering: number;
+  totalRetrans: number;
+}
+
+/** A one-shot readiness watch on one fd (uv_poll). At most one Poller per fd. */
+export interface Poller {
+  /**
+   * Arm for `events` (POLL_READABLE | POLL_WRITABLE). The callback given to createPoller is called at most
+   * once per start: the poll is stopped inside the libuv callback before JS runs (level-triggered polling
+   * would busy-loop). Calling start while armed re-arms with the new events.
+   */
+  start(events: number): void;
+  /** Disarm; no callback follows. Idempotent. */
+  stop(): void;
+  /** Stop and release the uv handle (uv_close). Must be called before the fd is closed. Idempotent. */
+  close(): void;
+}
+
+export type ConstantName =
+  | 'AF_INET'
+  | 'AF_INET6'
+  | 'AF_UNIX'
+  | 'AF_UNSPEC'
+  | 'SOCK_STREAM'
+  | 'SOCK_DGRAM'
+  | 'SOCK_SEQPACKET'
+  | 'SOCK_RAW'
+  | 'IPPROTO_IP'
+  | 'IPPROTO_IPV6'
+  | 'IPPROTO_TCP'
+  | 'IPPROTO_UDP'
+  | 'IPPROTO_ICMP'
+  | 'IPPROTO_ICMPV6'
+  | 'SOL_SOCKET'
+  | 'SO_REUSEADDR'
+  | 'SO_REUSEPORT'
+  | 'SO_KEEPALIVE'
+  | 'SO_BROADCAST'
+  | 'SO_RCVBUF'
+  | 'SO_SNDBUF'
+  | 'SO_LINGER'
+  | 'SO_TYPE'
+  | 'SO_ERROR'
+  | 'SO_RCVTIMEO'
+  | 'SO_SNDTIMEO'
+  | 'SO_ACCEPTCONN'
+  | 'SO_DOMAIN'
+  | 'SO_PROTOCOL'
+  | 'SO_OOBINLINE'
+  | 'SO_RCVLOWAT'
+  | 'SO_SNDLOWAT'
+  | 'SO_PRIORITY'
+  | 'SO_DONTROUTE'
+  | 'TCP_NODELAY'
+  | 'TCP_MAXSEG'
+  | 'TCP_KEEPIDLE'
+  | 'TCP_KEEPINTVL'
+  | 'TCP_KEEPCNT'
+  | 'TCP_CORK'
+  | 'TCP_QUICKACK'
+  | 'TCP_INFO'
+  | 'TCP_USER_TIMEOUT'
+  | 'IP_TTL'
+  | 'IP_TOS'
+  | 'IP_MULTICAST_TTL'
+  | 'IP_MULTICAST_LOOP'
+  | 'IP_RECVERR'
+  | 'IPV6_V6ONLY'
+  | 'IPV6_UNICAST_HOPS'
+  | 'IPV6_MULTICAST_HOPS'
+  | 'MSG_PEEK'
+  | 'MSG_WAITALL'
+  | 'MSG_TRUNC'
+  | 'MSG_DONTWAIT'
+  | 'MSG_OOB'
+  | 'MSG_NOSIGNAL'
+  | 'MSG_MORE'
+  | 'MSG_DONTROUTE'
+  | 'MSG_EOR'
+  | 'MSG_CONFIRM'
+  | 'SHUT_RD'
+  | 'SHUT_WR'
+  | 'SHUT_RDWR'
+  | 'SIOCINQ'
+  | 'SIOCOUTQ'
+  | 'FIONREAD'
+  | 'SOMAXCONN'
+  | 'POLL_READABLE'
+  | 'POLL_WRITABLE'
+  | 'EAGAIN'
+  | 'EWOULDBLOCK'
+  | 'EINPROGRESS'
+  | 'EALREADY'
+  | 'EISCONN'
+  | 'ENOTCONN'
+  | 'ECONNREFUSED'
+  | 'ECONNRESET'
+  | 'ECONNABORTED'
+  | 'EPIPE'
+  | 'EADDRINUSE'
+  | 'EADDRNOTAVAIL'
+  | 'EBADF'
+  | 'EINVAL'
+  | 'ETIMEDOUT'
+  | 'EMFILE'
+  | 'ENFILE'
+  | 'ENOBUFS'
+  | 'ENOMEM'
+  | 'EHOSTUNREACH'
+  | 'ENETUNREACH'
+  | 'EOPNOTSUPP'
+  | 'EPROTOTYPE'
+  | 'EDESTADDRREQ'
+  | 'EMSGSIZE'
+  | 'ENOENT'
+  | 'EACCES'
+  | 'EPERM'
+  | 'ENOPROTOOPT'
+  | 'ENAMETOOLONG'
+  | 'EAFNOSUPPORT'
+  | 'EPROTONOSUPPORT'
+  | 'ESOCKTNOSUPPORT'
+  | 'ENOTSOCK'
+  | 'EINTR';
+
+export interface Native {
+  socket(domain: number, type: number, protocol: number): number;
+  /** socketpair(domain, type|NONBLOCK|CLOEXEC, protocol) */
+  socketpair(domain: number, type: number, protocol: number): [number, number];
+  bind(fd: number, addr: SockAddr): void;
+  listen(fd: number, backlog: number): void;
+  /** accept4(fd, NONBLOCK|CLOEXEC); returns the new fd and the peer address. Throws EAGAIN when the queue is empty. */
+  accept(fd: number): { fd: number; remote: SockAddr | null };
+  /** One connect(2). Throws EINPROGRESS, EALREADY, EISCONN, ECONNREFUSED... as the kernel answers. */
+  connect(fd: number, addr: SockAddr): void;
+  /** sendto(2) (to = null/undefined: send(2)); MSG_NOSIGNAL is always added. Returns bytes queued. */
+  send(fd: number, data: Uint8Array, flags: number, to?: SockAddr | null): number;
+  /**
+   * sendmsg(2) with an iovec over `chunks` (writev semantics), MSG_NOSIGNAL added. Returns bytes queued.
+   */
+  sendv(fd: number, chunks: Uint8Array[], flags: number): number;
+  /** recvmsg(2) into a buffer of maxBytes (maxBytes may be 0). Throws EAGAIN when nothing is there. */
+  recv(fd: number, maxBytes: number, flags: number): RecvResult;
+  shutdown(fd: number, how: number): void;
+  close(fd: number): void;
+  /** getsockname(2); null when the kernel reports an unbound inet socket (port 0 and any address) is NOT applied here: it returns what the kernel says. */
+  getsockname(fd: number): SockAddr;
+  getpeername(fd: number): SockAddr;
+  getsockoptInt(fd: number, level: number, name: number): number;
+  setsockoptInt(fd: number, level: number, name: number, value: number): void;
+  getsockoptLinger(fd: number): Linger;
+  setsockoptLinger(fd: number, value: Linger): void;
+  /** SO_RCVTIMEO / SO_SNDTIMEO as milliseconds. */
+  getsockoptTimeval(fd: number, level: number, name: number): number;
+  setsockoptTimeval(fd: number, level: number, name: number, ms: number): void;
+  /** getsockopt(IPPROTO_TCP, TCP_INFO). */
+  tcpInfo(fd: number): TcpInfo;
+  /** ioctl(fd, request, &int) for SIOCINQ / SIOCOUTQ (and FIONREAD). */
+  ioctlInt(fd: number, request: number): number;
+  /** Count of open descriptors of this process (readdir /proc/self/fd minus the dir fd). For leak tests. */
+  fdCount(): number;
+  /**
+   * A readiness poller on fd. callback(status, events): status 0 or a negative libuv error; events the
+   * ready set (POLL_READABLE | POLL_WRITABLE; errors and hangups are reported as both, as libuv does).
+   * The callback runs through napi_make_callback (so microtasks drain after it).
+   */
+  createPoller(fd: number, callback: (status: number, events: number) => void): Poller;
+  /** Numeric constants by their C names: AF_*, SOCK_*, IPPROTO_*, SOL_*, SO_*, TCP_*, IP_*, IPV6_*, MSG_*, SHUT_*, SIOCINQ, SIOCOUTQ, POLL_READABLE, POLL_WRITABLE, and errno names (EAGAIN, ...). */
+  constants: Record<ConstantName, number>;
+}
+
+declare const native: Native;
+export default native;

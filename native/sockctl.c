@@ -1,0 +1,1219 @@
+/*
+ * sockctl.c: the syscall layer of sockctl, an N-API addon (contract: native/index.d.ts).
+ *
+ * Every exported socket function performs exactly one syscall and reports failure as an Error with
+ * code = errno name, errno = number, syscall = the real syscall name. The only libuv use is the Poller,
+ * a one-shot readiness watch on top of uv_poll_t, which lets the JS side wait for an fd without
+ * blocking the event loop.
+ */
+#ifndef NAPI_VERSION
+#define NAPI_VERSION 8
+#endif
+#include <node_api.h>
+#include <uv.h>
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <linux/sockios.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* recv() reads into a stack buffer up to this size and copies the exact byte count into a Buffer. */
+#define RECV_STACK_BYTES 65536
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Errors                                                                                            */
+/* ------------------------------------------------------------------------------------------------ */
+
+/* Turns a failed napi_* call into a pending JS exception (unless the call already left one). */
+static void napi_failed(napi_env env, const char *expr)
+{
+    const napi_extended_error_info *info = NULL;
+    const char *why = NULL;
+    bool pending = false;
+    char msg[256];
+
+    /* Read the error info first: every napi call, napi_is_exception_pending included, resets it. */
+    if (napi_get_last_error_info(env, &info) == napi_ok && info != NULL)
+        why = info->error_message;
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending)
+        return;
+    snprintf(msg, sizeof msg, "N-API call failed: %s (%s)", why ? why : "unknown error", expr);
+    napi_throw_error(env, "ERR_NAPI", msg);
+}
+
+/* NAPI_TRY runs `onfail` after converting the failure into an exception; NAPI_CALL returns NULL. */
+#define NAPI_TRY(env, call, onfail)                                                                   \
+    do {                                                                                              \
+        if ((call) != napi_ok) {                                                                      \
+            napi_failed((env), #call);                                                                \
+            onfail;                                                                                   \
+        }                                                                                             \
+    } while (0)
+#define NAPI_CALL(env, call) NAPI_TRY(env, call, return NULL)
+
+/* Throws Error("<syscall>: <text>") with properties code, errno and syscall. */
+static void throw_error(napi_env env, const char *code, int err, const char *syscall, const char *text)
+{
+    napi_value jcode, jmsg, jerr, jerrno, jsys;
+    char msg[512];
+
+    snprintf(msg, sizeof msg, "%s: %s", syscall, text);
+    if (napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &jcode) == napi_ok &&
+        napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &jmsg) == napi_ok &&
+        napi_create_error(env, jcode, jmsg, &jerr) == napi_ok &&
+        napi_create_int32(env, err, &jerrno) == napi_ok &&
+        napi_set_named_property(env, jerr, "errno", jerrno) == napi_ok &&
+        napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &jsys) == napi_ok &&
+        napi_set_named_property(env, jerr, "syscall", jsys) == napi_ok) {
+        napi_throw(env, jerr);
+        return;
+    }
+    bool pending = false;
+    if (napi_is_exception_pending(env, &pending) != napi_ok || !pending)
+        napi_throw_error(env, code, msg);
+}
+
+/* strerrorname_np / strerrordesc_np (glibc >= 2.32) are thread-safe and locale-independent. */
+static void throw_errno(napi_env env, const char *syscall, int err)
+{
+    const char *name = strerrorname_np(err), *desc = strerrordesc_np(err);
+    throw_error(env, name ? name : "UNKNOWN", err, syscall, desc ? desc : "Unknown error");
+}
+
+/* Report a failed syscall: errno is read before anything else can clobber it. */
+#define SYSFAIL(env, name)                                                                            \
+    do {                                                                                              \
+        int err_ = errno;                                                                             \
+        throw_errno((env), (name), err_);                                                             \
+        return NULL;                                                                                  \
+    } while (0)
+
+static bool type_error(napi_env env, const char *what, const char *type)
+{
+    char msg[160];
+    snprintf(msg, sizeof msg, "The \"%s\" argument must be of type %s", what, type);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+    return false;
+}
+
+static bool range_error(napi_env env, const char *what, double min, double max)
+{
+    char msg[160];
+    snprintf(msg, sizeof msg, "The value of \"%s\" is out of range. It must be an integer >= %.0f and <= %.0f",
+             what, min, max);
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
+    return false;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Argument and result helpers                                                                       */
+/* ------------------------------------------------------------------------------------------------ */
+
+#define ARGS(n)                                                                                       \
+    napi_value argv[n];                                                                               \
+    size_t argc = (n);                                                                                \
+    NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL))
+
+static bool is_type(napi_env env, napi_value v, napi_valuetype want)
+{
+    napi_valuetype t;
+    return napi_typeof(env, v, &t) == napi_ok && t == want;
+}
+
+static bool is_nullish(napi_env env, napi_value v)
+{
+    return is_type(env, v, napi_undefined) || is_type(env, v, napi_null);
+}
+
+/* An integral JS number within [min, max]. */
+static bool get_integer(napi_env env, napi_value v, const char *what, double min, double max, double *out)
+{
+    if (!is_type(env, v, napi_number))
+        return type_error(env, what, "number");
+    NAPI_TRY(env, napi_get_value_double(env, v, out), return false);
+    if (!(*out >= min && *out <= max) || *out != floor(*out))
+        return range_error(env, what, min, max);
+    return true;
+}
+
+static bool get_int(napi_env env, napi_value v, const char *what, int32_t *out)
+{
+    double d;
+    if (!get_integer(env, v, what, INT32_MIN, INT32_MAX, &d))
+        return false;
+    *out = (int32_t)d;
+    return true;
+}
+
+/* Copies a JS string into buf (NUL-terminated, possibly cut); *len = bytes copied, *full = whole length. */
+static bool get_string(napi_env env, napi_value v, const char *what, char *buf, size_t size, size_t *len,
+                       size_t *full)
+{
+    if (!is_type(env, v, napi_string))
+        return type_error(env, what, "string");
+    NAPI_TRY(env, napi_get_value_string_utf8(env, v, NULL, 0, full), return false);
+    NAPI_TRY(env, napi_get_value_string_utf8(env, v, buf, size, len), return false);
+    return true;
+}
+
+/* The bytes of any TypedArray (Buffer and Uint8Array being the usual ones). */
+static bool get_bytes(napi_env env, napi_value v, const char *what, void **data, size_t *len)
+{
+    napi_typedarray_type type;
+    size_t count, esize = 1;
+    bool is = false;
+
+    NAPI_TRY(env, napi_is_typedarray(env, v, &is), return false);
+    if (!is)
+        return type_error(env, what, "Uint8Array");
+    NAPI_TRY(env, napi_get_typedarray_info(env, v, &type, &count, data, NULL, NULL), return false);
+    switch (type) {
+    case napi_int16_array: case napi_uint16_array: esize = 2; break;
+    case napi_int32_array: case napi_uint32_array: case napi_float32_array: esize = 4; break;
+    case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: esize = 8; break;
+    default: esize = 1; break;
+    }
+    *len = count * esize;
+    return true;
+}
+
+static napi_status set_num(napi_env env, napi_value obj, const char *key, double num)
+{
+    napi_value v;
+    napi_status s = napi_create_double(env, num, &v);
+    return s != napi_ok ? s : napi_set_named_property(env, obj, key, v);
+}
+
+static napi_status set_str(napi_env env, napi_value obj, const char *key, const char *str, size_t len)
+{
+    napi_value v;
+    napi_status s = napi_create_string_utf8(env, str, len, &v);
+    return s != napi_ok ? s : napi_set_named_property(env, obj, key, v);
+}
+
+static napi_status set_bool(napi_env env, napi_value obj, const char *key, bool b)
+{
+    napi_value v;
+    napi_status s = napi_get_boolean(env, b, &v);
+    return s != napi_ok ? s : napi_set_named_property(env, obj, key, v);
+}
+
+static napi_value make_num(napi_env env, double num)
+{
+    napi_value v;
+    NAPI_CALL(env, napi_create_double(env, num, &v));
+    return v;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Addresses                                                                                         */
+/* ------------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    struct sockaddr_storage ss;
+    socklen_t len;
+} addr_t;
+
+static bool invalid_address(napi_env env, const char *syscall, const char *addr)
+{
+    char text[320];
+    snprintf(text, sizeof text, "invalid address '%s'", addr);
+    throw_error(env, "EINVAL", EINVAL, syscall, text);
+    return false;
+}
+
+/* An optional uint32 property (flowinfo, scopeId): undefined/null is 0. */
+static bool get_opt_u32(napi_env env, napi_value obj, const char *key, const char *what, uint32_t *out)
+{
+    napi_value v;
+    double d;
+
+    *out = 0;
+    NAPI_TRY(env, napi_get_named_property(env, obj, key, &v), return false);
+    if (is_nullish(env, v))
+        return true;
+    if (!get_integer(env, v, what, 0, UINT32_MAX, &d))
+        return false;
+    *out = (uint32_t)d;
+    return true;
+}
+
+static bool inet_from_js(napi_env env, napi_value obj, int family, const char *syscall, addr_t *a)
+{
+    char host[256];
+    size_t len, full;
+    double port;
+    napi_value v;
+    uint32_t flowinfo, scope;
+
+    NAPI_TRY(env, napi_get_named_property(env, obj, "address", &v), return false);
+    if (!get_string(env, v, "addr.address", host, sizeof host, &len, &full))
+        return false;
+    NAPI_TRY(env, napi_get_named_property(env, obj, "port", &v), return false);
+    if (!get_integer(env, v, "addr.port", 0, 65535, &port))
+        return false;
+    /* A cut-off string or one with an embedded NUL would be parsed as something else: reject it. */
+    bool whole = full == len && strlen(host) == len;
+    if (family == AF_INET) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&a->ss;
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)port);
+        if (!whole || inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+            return invalid_address(env, syscall, host);
+        a->len = sizeof *sin;
+        return true;
+    }
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&a->ss;
+    if (!get_opt_u32(env, obj, "flowinfo", "addr.flowinfo", &flowinfo) ||
+        !get_opt_u32(env, obj, "scopeId", "addr.scopeId", &scope))
+        return false;
+    sin6->sin6_family = AF_INET6;
+    sin6->sin6_port = htons((uint16_t)port);
+    sin6->sin6_flowinfo = htonl(flowinfo);
+    sin6->sin6_scope_id = scope;
+    if (!whole || inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
+        return invalid_address(env, syscall, host);
+    a->len = sizeof *sin6;
+    return true;
+}
+
+static bool unix_from_js(napi_env env, napi_value obj, const char *syscall, addr_t *a)
+{
+    struct sockaddr_un *sun = (struct sockaddr_un *)&a->ss;
+    /* Room for "@" + a 107-byte abstract name + NUL, so that anything longer is detectable. */
+    char path[sizeof sun->sun_path + 2];
+    size_t len, full;
+    napi_value v;
+
+    sun->sun_family = AF_UNIX;
+    NAPI_TRY(env, napi_get_named_property(env, obj, "path", &v), return false);
+    if (is_type(env, v, napi_null)) {
+        /* No name: bind() with just the family autobinds to an abstract name (Linux). */
+        a->len = sizeof(sa_family_t);
+        return true;
+    }
+    if (!get_string(env, v, "addr.path", path, sizeof path, &len, &full))
+        return false;
+    if (path[0] == '@') {
+        /* Abstract namespace: sun_path[0] = 0, then the name's bytes (NULs allowed), no terminator. */
+        if (full - 1 > sizeof sun->sun_path - 1) {
+            throw_errno(env, syscall, ENAMETOOLONG);
+            return false;
+        }
+        memcpy(sun->sun_path + 1, path + 1, len - 1);
+        a->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
+        return true;
+    }
+    if (full >= sizeof sun->sun_path) { /* 108 bytes including the terminating NUL */
+        throw_errno(env, syscall, ENAMETOOLONG);
+        return false;
+    }
+    if (strlen(path) != len)
+        return invalid_address(env, syscall, path);
+    memcpy(sun->sun_path, path, len); /* the NUL comes from the zeroed storage */
+    a->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + 1);
+    return true;
+}
+
+/* JS SockAddr -> sockaddr. `syscall` names the caller for EINVAL / ENAMETOOLONG errors. */
+static bool addr_from_js(napi_env env, napi_value obj, const char *syscall, addr_t *a)
+{
+    napi_value v;
+    int32_t family;
+
+    memset(a, 0, sizeof *a);
+    if (!is_type(env, obj, napi_object))
+        return type_error(env, "addr", "object");
+    NAPI_TRY(env, napi_get_named_property(env, obj, "family", &v), return false);
+    if (!get_int(env, v, "addr.family", &family))
+        return false;
+    switch (family) {
+    case AF_INET:
+    case AF_INET6:
+        return inet_from_js(env, obj, family, syscall, a);
+    case AF_UNIX:
+        return unix_from_js(env, obj, syscall, a);
+    case AF_UNSPEC:
+        /* connect() to AF_UNSPEC dissolves a datagram socket's association. */
+        a->ss.ss_family = AF_UNSPEC;
+        a->len = sizeof(struct sockaddr);
+        return true;
+    default:
+        throw_errno(env, syscall, EAFNOSUPPORT);
+        return false;
+    }
+}
+
+/* sockaddr as the kernel gave it -> JS SockAddr. */
+static napi_value addr_to_js(napi_env env, const struct sockaddr_storage *ss, socklen_t len)
+{
+    char host[INET6_ADDRSTRLEN];
+    napi_value obj;
+    int family = len >= sizeof(sa_family_t) ? ss->ss_family : AF_UNSPEC;
+
+    if (len > sizeof *ss)
+        len = sizeof *ss;
+    NAPI_CALL(env, napi_create_object(env, &obj));
+    NAPI_CALL(env, set_num(env, obj, "family", family));
+    if (family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &sin->sin_addr, host, sizeof host);
+        NAPI_CALL(env, set_str(env, obj, "address", host, NAPI_AUTO_LENGTH));
+        NAPI_CALL(env, set_num(env, obj, "port", ntohs(sin->sin_port)));
+    } else if (family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof host);
+        NAPI_CALL(env, set_str(env, obj, "address", host, NAPI_AUTO_LENGTH));
+        NAPI_CALL(env, set_num(env, obj, "port", ntohs(sin6->sin6_port)));
+        NAPI_CALL(env, set_num(env, obj, "flowinfo", ntohl(sin6->sin6_flowinfo)));
+        NAPI_CALL(env, set_num(env, obj, "scopeId", sin6->sin6_scope_id));
+    } else if (family == AF_UNIX) {
+        const struct sockaddr_un *sun = (const struct sockaddr_un *)ss;
+        size_t off = offsetof(struct sockaddr_un, sun_path);
+        napi_value v;
+        if (len <= off) { /* unnamed socket */
+            NAPI_CALL(env, napi_get_null(env, &v));
+            NAPI_CALL(env, napi_set_named_property(env, obj, "path", v));
+        } else if (sun->sun_path[0] == '\0') { /* abstract: "@" + the name's bytes */
+            char name[sizeof sun->sun_path + 1];
+            size_t n = len - off; /* includes the leading NUL, replaced by '@' */
+            name[0] = '@';
+            memcpy(name + 1, sun->sun_path + 1, n - 1);
+            NAPI_CALL(env, set_str(env, obj, "path", name, n));
+        } else { /* a path; it is not NUL-terminated when it fills sun_path */
+            NAPI_CALL(env, set_str(env, obj, "path", sun->sun_path, strnlen(sun->sun_path, len - off)));
+        }
+    }
+    return obj;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Socket syscalls                                                                                   */
+/* ------------------------------------------------------------------------------------------------ */
+
+typedef struct poller poller_t;
+
+/* Per-env state (napi_set_instance_data): the addon works in worker threads too. */
+typedef struct {
+    napi_ref poller_ctor;
+    poller_t *pollers; /* open pollers, so that close(fd) and env teardown can close them */
+} addon_t;
+
+/*
+ * A Poller. Its memory is referenced by libuv until the uv_close callback ran and by the JS wrapper
+ * until the wrapper's finalizer ran: it is freed when both are done (uv_closed && js_gone).
+ */
+struct poller {
+    uv_poll_t handle;          /* handle.data == this */
+    napi_env env;
+    addon_t *addon;
+    napi_ref cb;               /* strong while open, deleted at close */
+    napi_async_context actx;   /* for napi_make_callback; destroyed at close */
+    int fd;
+    bool open;                 /* uv_close not yet called */
+    bool uv_closed;            /* uv_close callback has run */
+    bool js_gone;              /* wrapper finalized (or never existed) */
+    poller_t *prev, *next;     /* in addon->pollers while open */
+};
+
+static void poller_close(poller_t *p);
+
+static napi_value js_socket(napi_env env, napi_callback_info info)
+{
+    ARGS(3);
+    int32_t domain, type, protocol;
+    napi_value r;
+
+    if (!get_int(env, argv[0], "domain", &domain) || !get_int(env, argv[1], "type", &type) ||
+        !get_int(env, argv[2], "protocol", &protocol))
+        return NULL;
+    int fd = socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
+    if (fd < 0)
+        SYSFAIL(env, "socket");
+    NAPI_TRY(env, napi_create_int32(env, fd, &r), close(fd); return NULL);
+    return r;
+}
+
+static napi_value js_socketpair(napi_env env, napi_callback_info info)
+{
+    ARGS(3);
+    int32_t domain, type, protocol;
+    int sv[2];
+    napi_value arr, a, b;
+
+    if (!get_int(env, argv[0], "domain", &domain) || !get_int(env, argv[1], "type", &type) ||
+        !get_int(env, argv[2], "protocol", &protocol))
+        return NULL;
+    if (socketpair(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol, sv) < 0)
+        SYSFAIL(env, "socketpair");
+    /* Never hand out half a pair or leak both: any failure below closes them. */
+    if (napi_create_array_with_length(env, 2, &arr) != napi_ok || napi_create_int32(env, sv[0], &a) != napi_ok ||
+        napi_create_int32(env, sv[1], &b) != napi_ok || napi_set_element(env, arr, 0, a) != napi_ok ||
+        napi_set_element(env, arr, 1, b) != napi_ok) {
+        napi_failed(env, "socketpair result");
+        close(sv[0]);
+        close(sv[1]);
+        return NULL;
+    }
+    return arr;
+}
+
+static napi_value js_bind(napi_env env, napi_callback_info info)
+{
+    ARGS(2);
+    int32_t fd;
+    addr_t a;
+
+    if (!get_int(env, argv[0], "fd", &fd) || !addr_from_js(env, argv[1], "bind", &a))
+        return NULL;
+    if (bind(fd, (struct sockaddr *)&a.ss, a.len) < 0)
+        SYSFAIL(env, "bind");
+    return NULL;
+}
+
+static napi_value js_connect(napi_env env, napi_callback_info info)
+{
+    ARGS(2);
+    int32_t fd;
+    addr_t a;
+
+    if (!get_int(env, argv[0], "fd", &fd) || !addr_from_js(env, argv[1], "connect", &a))
+        return NULL;
+    if (connect(fd, (struct sockaddr *)&a.ss, a.len) < 0)
+        SYSFAIL(env, "connect");
+    return NULL;
+}
+
+static napi_value js_listen(napi_env env, napi_callback_info info)
+{
+    ARGS(2);
+    int32_t fd, backlog;
+
+    if (!get_int(env, argv[0], "fd", &fd) || !get_int(env, argv[1], "backlog", &backlog))
+        return NULL;
+    if (listen(fd, backlog) < 0)
+        SYSFAIL(env, "listen");
+    return NULL;
+}
+
+static napi_value js_accept(napi_env env, napi_callback_info info)
+{
+    ARGS(1);
+    int32_t fd;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    napi_value obj, v, remote;
+
+    if (!get_int(env, argv[0], "fd", &fd))
+        return NULL;
+    int nfd = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (nfd < 0)
+        SYSFAIL(env, "accept4");
+    /* The new fd is ours until JS holds its number: close it on any failure. */
+    NAPI_TRY(env, napi_create_object(env, &obj), close(nfd); return NULL);
+    NAPI_TRY(env, napi_create_int32(env, nfd, &v), close(nfd); return NULL);
+    NAPI_TRY(env, napi_set_named_property(env, obj, "fd", v), close(nfd); return NULL);
+    if (len == 0)
+        NAPI_TRY(env, napi_get_null(env, &remote), close(nfd); return NULL);
+    else if ((remote = addr_to_js(env, &ss, len)) == NULL) {
+        close(nfd);
+        return NULL;
+    }
+    NAPI_TRY(env, napi_set_named_property(env, obj, "remote", remote), close(nfd); return NULL);
+    return obj;
+}
+
+static napi_value js_send(napi_env env, napi_callback_info info)
+{
+    ARGS(4);
+    int32_t fd, flags;
+    void *data;
+    size_t len;
+    addr_t to;
+    ssize_t n;
+
+    if (!get_int(env, argv[0], "fd", &fd) || !get_bytes(env, argv[1], "data", &data, &len) ||
+        !get_int(env, argv[2], "flags", &flags))
+        return NULL;
+    if (is_nullish(env, argv[3])) {
+        n = send(fd, data, len, flags | MSG_NOSIGNAL);
+        if (n < 0)
+            SYSFAIL(env, "send");
+    } else {
+        if (!addr_from_js(env, argv[3], "sendto", &to))
+            return NULL;
+        n = sendto(fd, data, len, flags | MSG_NOSIGNAL, (struct sockaddr *)&to.ss, to.len);
+        if (n < 0)
+            SYSFAIL(env, "sendto");
+    }
+    return make_num(env, (double)n);
+}
+
+static napi_value js_sendv(napi_env env, napi_callback_info info)
+{
+    ARGS(3);
+    int32_t fd, flags;
+    uint32_t count;
+    bool is_array = false;
+    /* 16 KiB on the stack; more than IOV_MAX entries would make sendmsg fail with EMSGSIZE. */
+    struct iovec iov[IOV_MAX];
+    struct msghdr msg;
+
+    if (!get_int(env, argv[0], "fd", &fd))
+        return NULL;
+    NAPI_CALL(env, napi_is_array(env, argv[1], &is_array));
+    if (!is_array) {
+        type_error(env, "chunks", "Array");
+        return NULL;
+    }
+    if (!get_int(env, argv[2], "flags", &flags))
+        return NULL;
+    NAPI_CALL(env, napi_get_array_length(env, argv[1], &count));
+    if (count > IOV_MAX)
+        count = IOV_MAX; /* a partial write, as the caller must handle anyway */
+    for (uint32_t i = 0; i < count; i++) {
+        napi_value chunk;
+        NAPI_CALL(env, napi_get_element(env, argv[1], i, &chunk));
+        if (!get_bytes(env, chunk, "chunks[i]", &iov[i].iov_base, &iov[i].iov_len))
+            return NULL;
+    }
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = iov;
+    msg.msg_iovlen = count;
+    ssize_t n = sendmsg(fd, &msg, flags | MSG_NOSIGNAL);
+    if (n < 0)
+        SYSFAIL(env, "sendmsg");
+    return make_num(env, (double)n);
+}
+
+/* Builds {data, length, truncated, from} after a successful recvmsg. */
+static napi_value recv_result(napi_env env, const char *buf, size_t got, ssize_t n, const struct msghdr *msg)
+{
+    napi_value obj, data, from;
+    void *copy;
+
+    NAPI_CALL(env, napi_create_object(env, &obj));
+    NAPI_CALL(env, napi_create_buffer_copy(env, got, buf, &copy, &data));
+    NAPI_CALL(env, napi_set_named_property(env, obj, "data", data));
+    NAPI_CALL(env, set_num(env, obj, "length", (double)n));
+    NAPI_CALL(env, set_bool(env, obj, "truncated", (msg->msg_flags & MSG_TRUNC) != 0));
+    if (msg->msg_namelen == 0)
+        NAPI_CALL(env, napi_get_null(env, &from));
+    else if ((from = addr_to_js(env, msg->msg_name, msg->msg_namelen)) == NULL)
+        return NULL;
+    NAPI_CALL(env, napi_set_named_property(env, obj, "from", from));
+    return obj;
+}
+
+static napi_value js_recv(napi_env env, napi_callback_info info)
+{
+    ARGS(3);
+    int32_t fd, flags;
+    double max;
+    char stackbuf[RECV_STACK_BYTES];
+    struct sockaddr_storage ss;
+    struct iovec iov;
+    struct msghdr msg;
+
+    if (!get_int(env, argv[0], "fd", &fd) || !get_integer(env, argv[1], "maxBytes", 0, INT32_MAX, &max) ||
+        !get_int(env, argv[2], "flags", &flags))
+        return NULL;
+    size_t cap = (size_t)max;
+    char *buf = cap <= sizeof stackbuf ? stackbuf : malloc(cap);
+    if (buf == NULL) {
+        throw_errno(env, "recvmsg", ENOMEM);
+        return NULL;
+    }
+    iov.iov_base = buf;
+    iov.iov_len = cap;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_name = &ss;
+    msg.msg_namelen = sizeof ss;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    ssize_t n = recvmsg(fd, &msg, flags);
+    napi_value result = NULL;
+    if (n < 0) {
+        int err = errno;
+        throw_errno(env, "recvmsg", err);
+    } else {
+        /* With MSG_TRUNC the return value can exceed what fit in the buffer. */
+        result = recv_result(env, buf, (size_t)n < cap ? (size_t)n : cap, n, &msg);
+    }
+    if (buf != stackbuf)
+        free(buf);
+    return result;
+}
+
+static napi_value js_shutdown(napi_env env, napi_callback_info info)
+{
+    ARGS(2);
+    int32_t fd, how;
+
+    if (!get_int(env, argv[0], "fd", &fd) || !get_int(env, argv[1], "how", &how))
+        return NULL;
+    if (shutdown(fd, how) < 0)
+        SYSFAIL(env, "shutdown");
+    return NULL;
+}
+
+static napi_value js_close(napi_env env, napi_callback_info info)
+{
+    ARGS(1);
+    int32_t fd;
+    addon_t *addon = NULL;
+
+    if (!get_int(env, argv[0], "fd", &fd))
+        return NULL;
+    /* Safety net: a poller left open on this fd would make libuv act on whatever fd later gets the same
+     * number (its uv_close issues EPOLL_CTL_DEL by number; a start after close aborts the process). */
+    NAPI_CALL(env, napi_get_instance_data(env, (void **)&addon));
+    for (poller_t *p = addon ? addon->pollers : NULL, *next; p != NULL; p = next) {
+        next = p->next;
+        if (p->fd == fd)
+            poller_close(p);
+    }
+    if (close(fd) < 0 && errno != EINTR) /* Linux frees the fd even on EINTR: retrying would be wrong */
+        SYSFAIL(env, "close");
+    return NULL;
+}
+
+static napi_value sockname(napi_env env, napi_callback_info info, bool peer)
+{
+    ARGS(1);
+    int32_t fd;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+
+    if (!get_int(env, argv[0], "fd", &fd))
+        return NULL;
+    memset(&ss, 0, sizeof ss);
+    if ((peer ? getpeername : getsockname)(fd, (struct sockaddr *)&ss, &len) < 0)
+        SYSFAIL(env, peer ? "getpeername" : "getsockname");
+    return addr_to_js(env, &ss, len);
+}
+
+static napi_value js_getsockname(napi_env env, napi_callback_info info) { return sockname(env, info, false); }
+static napi_value js_getpeername(napi_env env, napi_callback_info info) { return sockname(env, info, true); }
+
+/* Reads the common (fd, level, name) prefix of the sockopt functions. */
+static bool sockopt_args(napi_env env, napi_value *argv, int32_t *fd, int32_t *level, int32_t *name)
+{
+    return get_int(env, argv[0], "fd", fd) && get_int(env, argv[1], "level", level) &&
+           get_int(env, argv[2], "name", name);
+}
+
+static napi_value js_getsockopt_int(napi_env env, napi_callback_info info)
+{
+    ARGS(3);
+    int32_t fd, level, name;
+    int value = 0;
+    socklen_t len = sizeof value;
+
+    if (!sockopt_args(env, argv, &fd, &level, &name))
+        return NULL;
+    if (getsockopt(fd, level, name, &value, &len) < 0)
+        SYSFAIL(env, "getsockopt");
+    return make_num(env, value);
+}
+
+static napi_value js_setsockopt_int(napi_env env, napi_callback_info info)
+{
+    ARGS(4);
+    int32_t fd, level, name, value;
+
+    if (!sockopt_args(env, argv, &fd, &level, &name) || !get_int(env, argv[3], "value", &value))
+        return NULL;
+    if (setsockopt(fd, level, name, &value, sizeof value) < 0)
+        SYSFAIL(env, "setsockopt");
+    return NULL;
+}
+
+static napi_value js_getsockopt_linger(napi_env env, napi_callback_info info)
+{
+    ARGS(1);
+    int32_t fd;
+    struct linger l;
+    socklen_t len = sizeof l;
+    napi_value obj;
+
+    if (!get_int(env, argv[0], "fd", &fd))
+        return NULL;
+    memset(&l, 0, sizeof l);
+    if (getsockopt(fd, SOL_SOCKET, SO_LINGER, &l, &len) < 0)
+        SYSFAIL(env, "getsockopt");
+    NAPI_CALL(env, napi_create_object(env, &obj));
+    NAPI_CALL(env, set_bool(env, obj, "onoff", l.l_onoff != 0));
+    NAPI_CALL(env, set_num(env, obj, "linger", l.l_linger));
+    return obj;
+}
+
+static napi_value js_setsockopt_linger(napi_env env, napi_callback_info info)
+{
+    ARGS(2);
+    int32_t fd, secs;
+    bool onoff;
+    napi_value v;
+    struct linger l;
+
+    if (!get_int(env, argv[0], "fd", &fd))
+        return NULL;
+    if (!is_type(env, argv[1], napi_object)) {
+        type_error(env, "value", "object");
+        return NULL;
+    }
+    NAPI_CALL(env, napi_get_named_property(env, argv[1], "onoff", &v));
+    if (!is_type(env, v, napi_boolean)) {
+        type_error(env, "value.onoff", "boolean");
+        return NULL;
+    }
+    NAPI_CALL(env, napi_get_value_bool(env, v, &onoff));
+    NAPI_CALL(env, napi_get_named_property(env, argv[1], "linger", &v));
+    if (!get_int(env, v, "value.linger", &secs))
+        return NULL;
+    l.l_onoff = onoff;
+    l.l_linger = secs;
+    if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l) < 0)
+        SYSFAIL(env, "setsockopt");
+    return NULL;
+}
+
+static napi_value js_getsockopt_timeval(napi_env env, napi_callback_info info)
+{
+    ARGS(3);
+    int32_t fd, level, name;
+    struct timeval tv;
+    socklen_t len = sizeof tv;
+
+    if (!sockopt_args(env, argv, &fd, &level, &name))
+        return NULL;
+    memset(&tv, 0, sizeof tv);
+    if (getsockopt(fd, level, name, &tv, &len) < 0)
+        SYSFAIL(env, "getsockopt");
+    /* Exact, so possibly fractional: the kernel keeps the timeout in jiffies. */
+    return make_num(env, (double)tv.tv_sec * 1000.0 + (double)tv.tv_usec / 1000.0);
+}
+
+static napi_value js_setsockopt_timeval(napi_env env, napi_callback_info info)
+{
+    ARGS(4);
+    int32_t fd, level, name;
+    double ms;
+    struct timeval tv;
+
+    if (!sockopt_args(env, argv, &fd, &level, &name))
+        return NULL;
+    if (!is_type(env, argv[3], napi_number)) {
+        type_error(env, "ms", "number");
+        return NULL;
+    }
+    NAPI_CALL(env, napi_get_value_double(env, argv[3], &ms));
+    if (!(ms >= 0 && ms <= 1e15)) {
+        range_error(env, "ms", 0, 1e15);
+        return NULL;
+    }
+    tv.tv_sec = (time_t)(ms / 1000.0);
+    tv.tv_usec = (suseconds_t)((ms - (double)tv.tv_sec * 1000.0) * 1000.0);
+    if (setsockopt(fd, level, name, &tv, sizeof tv) < 0)
+        SYSFAIL(env, "setsockopt");
+    return NULL;
+}
+
+/* TcpInfo property -> struct tcp_info field (all u8 or u32; glibc's struct, no bitfields used). */
+#define TI(js, field) { js, offsetof(struct tcp_info, field), sizeof(((struct tcp_info *)0)->field) }
+static const struct {
+    const char *name;
+    size_t offset, size;
+} tcpi_fields[] = {
+    TI("state", tcpi_state),           TI("caState", tcpi_ca_state),
+    TI("retransmits", tcpi_retransmits), TI("probes", tcpi_probes),
+    TI("backoff", tcpi_backoff),       TI("rto", tcpi_rto),
+    TI("ato", tcpi_ato),               TI("sndMss", tcpi_snd_mss),
+    TI("rcvMss", tcpi_rcv_mss),        TI("unacked", tcpi_unacked),
+    TI("sacked", tcpi_sacked),         TI("lost", tcpi_lost),
+    TI("retrans", tcpi_retrans),       TI("lastDataSent", tcpi_last_data_sent),
+    TI("lastDataRecv", tcpi_last_data_recv), TI("pmtu", tcpi_pmtu),
+    TI("rcvSsthresh", tcpi_rcv_ssthresh), TI("rtt", tcpi_rtt),
+    TI("rttvar", tcpi_rttvar),         TI("sndSsthresh", tcpi_snd_ssthresh),
+    TI("sndCwnd", tcpi_snd_cwnd),      TI("advmss", tcpi_advmss),
+    TI("reordering", tcpi_reordering), TI("totalRetrans", tcpi_total_retrans),
+};
+#undef TI
+
+static napi_value js_tcp_info(napi_env env, napi_callback_info info)
+{
+    ARGS(1);
+    int32_t fd;
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    napi_value obj;
+
+    if (!get_int(env, argv[0], "fd", &fd))
+        return NULL;
+    memset(&ti, 0, sizeof ti); /* an older kernel may fill less than glibc's struct: rest reads 0 */
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
+        SYSFAIL(env, "getsockopt");
+    NAPI_CALL(env, napi_create_object(env, &obj));
+    for (size_t i = 0; i < sizeof tcpi_fields / sizeof tcpi_fields[0]; i++) {
+        const unsigned char *src = (const unsigned char *)&ti + tcpi_fields[i].offset;
+        uint32_t v32 = 0;
+        if (tcpi_fields[i].size == 1)
+            v32 = *src;
+        else
+            memcpy(&v32, src, sizeof v32);
+        NAPI_CALL(env, set_num(env, obj, tcpi_fields[i].name, v32));
+    }
+    return obj;
+}
+
+static napi_value js_ioctl_int(napi_env env, napi_callback_info info)
+{
+    ARGS(2);
+    int32_t fd;
+    double request;
+    int value = 0;
+
+    /* Requests are unsigned 32-bit codes; accept them as signed too (e.g. from a C int cast). */
+    if (!get_int(env, argv[0], "fd", &fd) || !get_integer(env, argv[1], "request", INT32_MIN, UINT32_MAX, &request))
+        return NULL;
+    if (ioctl(fd, (unsigned long)(uint32_t)(int64_t)request, &value) < 0)
+        SYSFAIL(env, "ioctl");
+    return make_num(env, value);
+}
+
+static napi_value js_fd_count(napi_env env, napi_callback_info info)
+{
+    DIR *dir;
+    struct dirent *e;
+    int count = 0;
+
+    (void)info;
+    if ((dir = opendir("/proc/self/fd")) == NULL)
+        SYSFAIL(env, "opendir");
+    int self = dirfd(dir);
+    errno = 0;
+    while ((e = readdir(dir)) != NULL) {
+        if (e->d_name[0] == '.' || atoi(e->d_name) == self) /* ".", ".." and the listing's own fd */
+            continue;
+        count++;
+    }
+    int err = errno;
+    closedir(dir);
+    if (err != 0) {
+        throw_errno(env, "readdir", err);
+        return NULL;
+    }
+    return make_num(env, count);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Poller: a one-shot uv_poll_t                                                                      */
+/* ------------------------------------------------------------------------------------------------ */
+
+static void poller_maybe_free(poller_t *p)
+{
+    if (p->uv_closed && p->js_gone)
+        free(p);
+}
+
+static void on_uv_closed(uv_handle_t *h)
+{
+    poller_t *p = h->data;
+    p->uv_closed = true;
+    poller_maybe_free(p);
+}
+
+/* Idempotent. After it, no JS callback runs (libuv does not call poll_cb for a closing handle). */
+static void poller_close(poller_t *p)
+{
+    if (!p->open)
+        return;
+    p->open = false;
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        p->addon->pollers = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    p->prev = p->next = NULL;
+    uv_close((uv_handle_t *)&p->handle, on_uv_closed); /* stops the poll, removes the fd from epoll */
+    if (p->cb != NULL)
+        napi_delete_reference(p->env, p->cb);
+    if (p->actx != NULL)
+        napi_async_destroy(p->env, p->actx);
+    p->cb = NULL;
+    p->actx = NULL;
+}
+
+/* The wrapper was garbage-collected: close the handle if JS never did; memory goes when libuv is done. */
+static void poller_finalize(napi_env env, void *data, void *hint)
+{
+    poller_t *p = data;
+    (void)env;
+    (void)hint;
+    p->js_gone = true;
+    poller_close(p);
+    poller_maybe_free(p);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events)
+{
+    poller_t *p = h->data;
+    napi_env env = p->env;
+    napi_handle_scope scope;
+    napi_value cb, global, argv[2], result;
+
+    /* One-shot: stop before JS runs. uv_poll is level-triggered, so a watch left armed would call back on
+     * every loop iteration until the fd is drained, which the JS side may do much later. */
+    if (!uv_is_closing((uv_handle_t *)h))
+        uv_poll_stop(h);
+    if (!p->open || p->cb == NULL)
+        return;
+    /* libuv reports POLLERR as status UV_EBADF with no events: mark both ready so that every waiter
+     * retries its syscall and gets the real errno from it. */
+    if (status < 0)
+        events = UV_READABLE | UV_WRITABLE;
+    if (napi_open_handle_scope(env, &scope) != napi_ok)
+        return;
+    if (napi_get_reference_value(env, p->cb, &cb) == napi_ok && cb != NULL &&
+        napi_get_global(env, &global) == napi_ok && napi_create_int32(env, status, &argv[0]) == napi_ok &&
+        napi_create_int32(env, events, &argv[1]) == napi_ok) {
+        /* napi_make_callback (not napi_call_function) so that nextTicks and microtasks queued by the
+         * callback run when it returns, as for any of Node's own I/O callbacks. */
+        if (napi_make_callback(env, p->actx, global, cb, 2, argv, &result) == napi_pending_exception) {
+            napi_value exc;
+            if (napi_get_and_clear_last_exception(env, &exc) == napi_ok)
+                napi_fatal_exception(env, exc); /* -> process 'uncaughtException' */
+        }
+    }
+    napi_close_handle_scope(env, scope);
+}
+
+static poller_t *this_poller(napi_env env, napi_callback_info info, napi_value *argv, size_t n)
+{
+    napi_value self;
+    poller_t *p = NULL;
+    size_t argc = n;
+
+    NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, &self, NULL));
+    if (napi_unwrap(env, self, (void **)&p) != napi_ok || p == NULL) {
+        napi_throw_type_error(env, "ERR_INVALID_THIS", "Value of \"this\" must be of type Poller");
+        return NULL;
+    }
+    return p;
+}
+
+static napi_value js_poller_start(napi_env env, napi_callback_info info)
+{
+    napi_value argv[1];
+    poller_t *p = this_poller(env, info, argv, 1);
+    int32_t events;
+    const int all = UV_READABLE | UV_WRITABLE | UV_DISCONNECT | UV_PRIORITIZED;
+
+    if (p == NULL || !get_int(env, argv[0], "events", &events))
+        return NULL;
+    if (events & ~all) { /* libuv asserts on unknown bits */
+        range_error(env, "events", 0, all);
+        return NULL;
+    }
+    if (!p->open) {
+        throw_errno(env, "uv_poll_start", EBADF);
+        return NULL;
+    }
+    int rc = uv_poll_start(&p->handle, events, on_poll); /* re-arms if already started */
+    if (rc < 0) {
+        throw_errno(env, "uv_poll_start", -rc);
+        return NULL;
+    }
+    return NULL;
+}
+
+static napi_value js_poller_stop(napi_env env, napi_callback_info info)
+{
+    poller_t *p = this_poller(env, info, NULL, 0);
+    if (p != NULL && p->open)
+        uv_poll_stop(&p->handle);
+    return NULL;
+}
+
+static napi_value js_poller_close(napi_env env, napi_callback_info info)
+{
+    poller_t *p = this_poller(env, info, NULL, 0);
+    if (p != NULL)
+        poller_close(p);
+    return NULL;
+}
+
+static napi_value js_poller_ctor(napi_env env, napi_callback_info info)
+{
+    napi_value self;
+    NAPI_CALL(env, napi_get_cb_info(env, info, NULL, NULL, &self, NULL));
+    return self;
+}
+
+static napi_value js_create_poller(napi_env env, napi_callback_info info)
+{
+    ARGS(2);
+    int32_t fd;
+    addon_t *addon = NULL;
+    uv_loop_t *loop;
+    napi_value ctor, obj, name;
+
+    if (!get_int(env, argv[0], "fd", &fd))
+        return NULL;
+    if (!is_type(env, argv[1], napi_function)) {
+        type_error(env, "callback", "function");
+        return NULL;
+    }
+    NAPI_CALL(env, napi_get_instance_data(env, (void **)&addon));
+    NAPI_CALL(env, napi_get_reference_value(env, addon->poller_ctor, &ctor));
+    NAPI_CALL(env, napi_new_instance(env, ctor, 0, NULL, &obj));
+    NAPI_CALL(env, napi_get_uv_event_loop(env, &loop));
+    poller_t *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        throw_errno(env, "uv_poll_init", ENOMEM);
+        return NULL;
+    }
+    int rc = uv_poll_init_socket(loop, &p->handle, fd); /* fails (EBADF, EPERM...) before touching the loop */
+    if (rc < 0) {
+        free(p);
+        throw_errno(env, "uv_poll_init", -rc);
+        return NULL;
+    }
+    p->handle.data = p;
+    p->env = env;
+    p->addon = addon;
+    p->fd = fd;
+    p->open = true;
+    p->next = addon->pollers;
+    if (p->next)
+        p->next->prev = p;
+    addon->pollers = p;
+    /* From here the handle is in the loop: every failure path must go through poller_close. */
+    if (napi_wrap(env, obj, p, poller_finalize, NULL, NULL) != napi_ok) {
+        napi_failed(env, "napi_wrap");
+        p->js_gone = true; /* no finalizer will come: on_uv_closed frees */
+        poller_close(p);
+        return NULL;
+    }
+    NAPI_TRY(env, napi_create_reference(env, argv[1], 1, &p->cb), poller_close(p); return NULL);
+    NAPI_TRY(env, napi_create_string_utf8(env, "sockctl.Poller", NAPI_AUTO_LENGTH, &name), poller_close(p);
+             return NULL);
+    NAPI_TRY(env, napi_async_init(env, obj, name, &p->actx), poller_close(p); return NULL);
+    return obj;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Constants and module init                                                                         */
+/* ------------------------------------------------------------------------------------------------ */
+
+#define C(name) { #name, name }
+static const struct {
+    const char *name;
+    int64_t value;
+} constants[] = {
+    C(AF_INET), C(AF_INET6), C(AF_UNIX), C(AF_UNSPEC),
+    C(SOCK_STREAM), C(SOCK_DGRAM), C(SOCK_SEQPACKET), C(SOCK_RAW),
+    C(IPPROTO_IP), C(IPPROTO_IPV6), C(IPPROTO_TCP), C(IPPROTO_UDP), C(IPPROTO_ICMP), C(IPPROTO_ICMPV6),
+    C(SOL_SOCKET), C(SO_REUSEADDR), C(SO_REUSEPORT), C(SO_KEEPALIVE), C(SO_BROADCAST), C(SO_RCVBUF),
+    C(SO_SNDBUF), C(SO_LINGER), C(SO_TYPE), C(SO_ERROR), C(SO_RCVTIMEO), C(SO_SNDTIMEO), C(SO_ACCEPTCONN),
+    C(SO_DOMAIN), C(SO_PROTOCOL), C(SO_OOBINLINE), C(SO_RCVLOWAT), C(SO_SNDLOWAT), C(SO_PRIORITY),
+    C(SO_DONTROUTE),
+    C(TCP_NODELAY), C(TCP_MAXSEG), C(TCP_KEEPIDLE), C(TCP_KEEPINTVL), C(TCP_KEEPCNT), C(TCP_CORK),
+    C(TCP_QUICKACK), C(TCP_INFO), C(TCP_USER_TIMEOUT),
+    C(IP_TTL), C(IP_TOS), C(IP_MULTICAST_TTL), C(IP_MULTICAST_LOOP), C(IP_RECVERR),
+    C(IPV6_V6ONLY), C(IPV6_UNICAST_HOPS), C(IPV6_MULTICAST_HOPS),
+    C(MSG_PEEK), C(MSG_WAITALL), C(MSG_TRUNC), C(MSG_DONTWAIT), C(MSG_OOB), C(MSG_NOSIGNAL), C(MSG_MORE),
+    C(MSG_DONTROUTE),
+    C(SHUT_RD), C(SHUT_WR), C(SHUT_RDWR),
+    C(SIOCINQ), C(SIOCOUTQ), C(FIONREAD), C(SOMAXCONN),
+    { "POLL_READABLE", UV_READABLE }, { "POLL_WRITABLE", UV_WRITABLE },
+    { "POLL_DISCONNECT", UV_DISCONNECT }, { "POLL_PRIORITIZED", UV_PRIORITIZED },
+    C(EAGAIN), C(EWOULDBLOCK), C(EINPROGRESS), C(EALREADY), C(EISCONN), C(ENOTCONN), C(ECONNREFUSED),
+    C(ECONNRESET), C(ECONNABORTED), C(EPIPE), C(EADDRINUSE), C(EADDRNOTAVAIL), C(EBADF), C(EINVAL),
+    C(ETIMEDOUT), C(EMFILE), C(ENFILE), C(ENOBUFS), C(ENOMEM), C(EHOSTUNREACH), C(ENETUNREACH),
+    C(EOPNOTSUPP), C(EPROTOTYPE), C(EDESTADDRREQ), C(EMSGSIZE), C(ENOENT), C(EACCES), C(EPERM),
+    C(ENOPROTOOPT), C(ENAMETOOLONG), C(EAFNOSUPPORT), C(EPROTONOSUPPORT), C(ESOCKTNOSUPPORT), C(ENOTSOCK),
+    C(EINTR),
+};
+#undef C
+
+/* Env teardown (worker exit, process end): close the handles JS left open so the loop can close. */
+static void addon_cleanup(void *arg)
+{
+    addon_t *addon = arg;
+    while (addon->pollers != NULL)
+        poller_close(addon->pollers);
+}
+
+static void addon_finalize(napi_env env, void *data, void *hint)
+{
+    addon_t *addon = data;
+    (void)hint;
+    napi_remove_env_cleanup_hook(env, addon_cleanup, addon); /* in case it has not run yet */
+    addon_cleanup(addon);
+    if (addon->poller_ctor != NULL)
+        napi_delete_reference(env, addon->poller_ctor);
+    free(addon);
+}
+
+NAPI_MODULE_INIT()
+{
+    napi_value ctor, consts, v;
+    addon_t *addon = calloc(1, sizeof *addon);
+
+    if (addon == NULL) {
+        napi_throw_error(env, "ENOMEM", "sockctl: out of memory");
+        return NULL;
+    }
+    NAPI_TRY(env, napi_set_instance_data(env, addon, addon_finalize, NULL), free(addon); return NULL);
+    NAPI_CALL(env, napi_add_env_cleanup_hook(env, addon_cleanup, addon));
+
+    const napi_property_descriptor poller_methods[] = {
+        { "start", NULL, js_poller_start, NULL, NULL, NULL, napi_default_method, NULL },
+        { "stop", NULL, js_poller_stop, NULL, NULL, NULL, napi_default_method, NULL },
+        { "close", NULL, js_poller_close, NULL, NULL, NULL, napi_default_method, NULL },
+    };
+    NAPI_CALL(env, napi_define_class(env, "Poller", NAPI_AUTO_LENGTH, js_poller_ctor, NULL,
+                                     sizeof poller_methods / sizeof poller_methods[0], poller_methods, &ctor));
+    NAPI_CALL(env, napi_create_reference(env, ctor, 1, &addon->poller_ctor));
+
+#define F(name, fn) { name, NULL, fn, NULL, NULL, NULL, napi_enumerable, NULL }
+    const napi_property_descriptor fns[] = {
+        F("socket", js_socket), F("socketpair", js_socketpair), F("bind", js_bind), F("listen", js_listen),
+        F("accept", js_accept), F("connect", js_connect), F("send", js_send), F("sendv", js_sendv),
+        F("recv", js_recv), F("shutdown", js_shutdown), F("close", js_close),
+        F("getsockname", js_getsockname), F("getpeername", js_getpeername),
+        F("getsockoptInt", js_getsockopt_int), F("setsockoptInt", js_setsockopt_int),
+        F("getsockoptLinger", js_getsockopt_linger), F("setsockoptLinger", js_setsockopt_linger),
+        F("getsockoptTimeval", js_getsockopt_timeval), F("setsockoptTimeval", js_setsockopt_timeval),
+        F("tcpInfo", js_tcp_info), F("ioctlInt", js_ioctl_int), F("fdCount", js_fd_count),
+        F("createPoller", js_create_poller),
+    };
+#undef F
+    NAPI_CALL(env, napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns));
+
+    NAPI_CALL(env, napi_create_object(env, &consts));
+    for (size_t i = 0; i < sizeof constants / sizeof constants[0]; i++)
+        NAPI_CALL(env, set_num(env, consts, constants[i].name, (double)constants[i].value));
+    NAPI_CALL(env, napi_object_freeze(env, consts));
+    NAPI_CALL(env, napi_set_named_property(env, exports, "constants", consts));
+    (void)v;
+    return exports;
+}

@@ -1,0 +1,27 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { errorResponses, ref } from '../schemas/common.js';
+import { Health } from '../schemas/operations.js';
+
+const started = Date.now();
+
+const health: FastifyPluginAsyncTypebox = async (app) => {
+  app.get(
+    '/v1/health',
+    {
+      schema: {
+        tags: ['service'],
+        operationId: 'health',
+        summary: 'Liveness; needs no token',
+        security: [],
+        response: { 200: ref(Health), ...errorResponses },
+      },
+    },
+    async () => ({
+      status: 'ok' as const,
+      uptimeMs: Date.now() - started,
+      sockets: app.registry.size.open,
+      version: app.version,
+    }),
+  );
+};
+export default health;

@@ -1,0 +1,89 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { errorResponses, IdParams, ref } from '../schemas/common.js';
+import { BulkDeleteQuery, BulkDeleteResult, CreateSocketBody, DeleteQuery, GetQuery, ListQuery } from '../schemas/operations.js';
+import { Socket, SocketList } from '../schemas/socket.js';
+
+/** The socket resource: create, list, read, close (DESIGN.md section 3). */
+const sockets: FastifyPluginAsyncTypebox = async (app) => {
+  const tags = ['sockets'];
+
+  app.post(
+    '/v1/sockets',
+    {
+      schema: {
+        tags,
+        operationId: 'createSocket',
+        summary: 'socket(2): create a socket',
+        body: ref(CreateSocketBody),
+        response: { 201: ref(Socket), ...errorResponses },
+      },
+    },
+    async (request, reply) => {
+      const socket = app.registry.create(request.body);
+      return reply.status(201).send(socket.toResource());
+    },
+  );
+
+  app.get(
+    '/v1/sockets',
+    {
+      schema: {
+        tags,
+        operationId: 'listSockets',
+        summary: 'List sockets, optionally by state and label',
+        querystring: ListQuery,
+        response: { 200: ref(SocketList), ...errorResponses },
+      },
+    },
+    async (request) => ({ items: app.registry.list(request.query).map((s) => s.toResource()) }),
+  );
+
+  app.get(
+    '/v1/sockets/:id',
+    {
+      schema: {
+        tags,
+        operationId: 'getSocket',
+        summary: "One socket, read from the kernel now (?view=sockaddr adds the raw sockaddr bytes)",
+        params: IdParams,
+        querystring: GetQuery,
+        response: { 200: ref(Socket), ...errorResponses },
+      },
+    },
+    async (request) => app.registry.get(request.params.id).toResource(request.query.view),
+  );
+
+  app.delete(
+    '/v1/sockets/:id',
+    {
+      schema: {
+        tags,
+        operationId: 'closeSocket',
+        summary: 'close(2); ?reset=true sets SO_LINGER 0 first so the peer sees RST',
+        params: IdParams,
+        querystring: DeleteQuery,
+        response: { 200: ref(Socket), ...errorResponses },
+      },
+    },
+    async (request) => {
+      const socket = app.registry.get(request.params.id);
+      socket.close('closed by request', request.query.reset ?? false);
+      return socket.toResource();
+    },
+  );
+
+  app.delete(
+    '/v1/sockets',
+    {
+      schema: {
+        tags,
+        operationId: 'closeSocketsByLabel',
+        summary: 'Close every open socket with a label',
+        querystring: BulkDeleteQuery,
+        response: { 200: ref(BulkDeleteResult), ...errorResponses },
+      },
+    },
+    async (request) => ({ closed: app.registry.closeByLabel(request.query.label, { reset: request.query.reset }) }),
+  );
+};
+export default sockets;

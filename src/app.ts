@@ -1,0 +1,88 @@
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { readFileSync } from 'node:fs';
+import health from '../routes/health.js';
+import options from '../routes/options.js';
+import socketCalls from '../routes/socket-calls.js';
+import socketData from '../routes/socket-data.js';
+import socketpairs from '../routes/socketpairs.js';
+import sockets from '../routes/sockets.js';
+import { sharedSchemas } from '../schemas/index.js';
+import type { Config } from './config.js';
+import { EventLog } from './events/event-log.js';
+import { installAuth } from './plugins/auth.js';
+import { installErrorHandler } from './plugins/error-handler.js';
+import { installSwagger } from './plugins/swagger.js';
+import { installValidators } from './plugins/validation.js';
+import { Registry } from './sockets/registry.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    registry: Registry;
+    events: EventLog;
+    config: Config;
+  }
+}
+
+export const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string })
+  .version;
+
+/** Log requests without their query's token. */
+const serializers = {
+  req(req: { method: string; url: string; ip?: string }) {
+    return { method: req.method, url: req.url.replace(/([?&]token=)[^&]*/g, '$1[redacted]'), remoteAddress: req.ip };
+  },
+};
+
+/**
+ * The whole service as a fastify instance, not listening. `config.token` and `config.unixDir` must be
+ * set (main.ts fills them). Closing the app closes every socket it holds.
+ */
+export async function buildApp(
+  config: Config,
+  opts: { logger?: FastifyServerOptions['logger'] } = {},
+): Promise<FastifyInstance> {
+  if (!config.token) throw new Error('buildApp needs a token');
+  if (!config.unixDir) throw new Error('buildApp needs a unixDir');
+  const app = Fastify({
+    logger: opts.logger ?? { level: config.logLevel, serializers },
+    bodyLimit: config.bodyLimit,
+    requestTimeout: config.maxWaitMs + 30_000,
+    connectionTimeout: 0,
+    keepAliveTimeout: 72_000,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  const events = new EventLog(config.eventLogSize);
+  const registry = new Registry(
+    {
+      ...config,
+      unix: { unixDir: config.unixDir, allowOutside: config.unixAllowOutside, allowAbstract: config.unixAllowAbstract },
+    },
+    events,
+  );
+  app.decorate('registry', registry);
+  app.decorate('events', events);
+  app.decorate('config', config);
+  app.addHook('onClose', async () => registry.closeAll('service shutting down'));
+
+  for (const schema of sharedSchemas) app.addSchema(schema);
+  installValidators(app, sharedSchemas);
+  installErrorHandler(app);
+  app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+  // A POST without a body is an empty object: `curl -X POST .../listen` is a listen with the defaults.
+  app.addHook('preValidation', async (request) => {
+    if (request.body === undefined && request.method === 'POST') request.body = {};
+  });
+  installAuth(app, config.token);
+  await installSwagger(app, VERSION);
+
+  await app.register(health);
+  await app.register(sockets);
+  await app.register(socketCalls);
+  await app.register(socketData);
+  await app.register(options);
+  await app.register(socketpairs);
+  return app;
+}

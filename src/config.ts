@@ -1,0 +1,89 @@
+import { readFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Type, type Static } from 'typebox';
+import { Value } from 'typebox/value';
+
+/**
+ * The service configuration: one schema, its defaults, and the environment variable behind each key.
+ * `loadConfig(env)` is the only place that reads `process.env`-like input.
+ */
+export const ConfigSchema = Type.Object({
+  host: Type.String({ default: '127.0.0.1', env: 'SOCKCTL_HOST' }),
+  port: Type.Integer({ minimum: 0, maximum: 65535, default: 7070, env: 'SOCKCTL_PORT' }),
+  /** The bearer token; generated (and printed once by main) when empty. */
+  token: Type.String({ default: '', env: 'SOCKCTL_TOKEN' }),
+  /** Where relative Unix paths resolve; '' means a private directory made under the OS temp dir. */
+  unixDir: Type.String({ default: '', env: 'SOCKCTL_UNIX_DIR' }),
+  /** Unix paths outside unixDir (bind, connect, sendto) are refused unless this is on. */
+  unixAllowOutside: Type.Boolean({ default: false, env: 'SOCKCTL_UNIX_ALLOW_OUTSIDE' }),
+  /** The abstract namespace ("@name") is refused unless this is on. */
+  unixAllowAbstract: Type.Boolean({ default: false, env: 'SOCKCTL_UNIX_ALLOW_ABSTRACT' }),
+  /** SOCK_RAW (ICMP) sockets are refused with 403 unless this is on. */
+  allowRaw: Type.Boolean({ default: false, env: 'SOCKCTL_ALLOW_RAW' }),
+  /** Cap and default of every blocking wait (accept, connect, recv, send). */
+  maxWaitMs: Type.Integer({ minimum: 0, maximum: 3_600_000, default: 30_000, env: 'SOCKCTL_MAX_WAIT_MS' }),
+  /** Ceiling on open sockets for the whole service; 0 = derived from RLIMIT_NOFILE. */
+  maxSockets: Type.Integer({ minimum: 0, default: 0, env: 'SOCKCTL_MAX_SOCKETS' }),
+  /** How long a closed socket stays readable. */
+  closedRetentionMs: Type.Integer({ minimum: 0, default: 300_000, env: 'SOCKCTL_CLOSED_RETENTION_MS' }),
+  /** Closed sockets kept for reading at most (the oldest go first). */
+  closedRetentionMax: Type.Integer({ minimum: 0, default: 10_000, env: 'SOCKCTL_CLOSED_RETENTION_MAX' }),
+  /** Largest request body (JSON or raw octet-stream) in bytes. */
+  bodyLimit: Type.Integer({ minimum: 1024, default: 16 * 1024 * 1024, env: 'SOCKCTL_BODY_LIMIT' }),
+  /** Default and cap of recv's maxBytes. */
+  recvDefaultBytes: Type.Integer({ minimum: 1, default: 65_536, env: 'SOCKCTL_RECV_DEFAULT_BYTES' }),
+  recvMaxBytes: Type.Integer({ minimum: 1, default: 16 * 1024 * 1024, env: 'SOCKCTL_RECV_MAX_BYTES' }),
+  defaultBacklog: Type.Integer({ minimum: 0, default: 128, env: 'SOCKCTL_DEFAULT_BACKLOG' }),
+  /** Events kept for replay. */
+  eventLogSize: Type.Integer({ minimum: 16, default: 10_000, env: 'SOCKCTL_EVENT_LOG_SIZE' }),
+  logLevel: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
+    default: 'info',
+    env: 'SOCKCTL_LOG_LEVEL',
+  }),
+});
+export type Config = Static<typeof ConfigSchema>;
+
+type Env = Record<string, string | undefined>;
+
+/** Builds the config from environment variables (and optional overrides), validating every value. */
+export function loadConfig(env: Env = {}, overrides: Partial<Config> = {}): Config {
+  const raw: Record<string, unknown> = {};
+  for (const [key, schema] of Object.entries(ConfigSchema.properties)) {
+    const name = (schema as { env?: string }).env;
+    const value = name ? env[name] : undefined;
+    if (value !== undefined && value !== '') raw[key] = value;
+  }
+  const merged = Value.Default(ConfigSchema, Value.Convert(ConfigSchema, { ...raw, ...overrides }));
+  if (!Value.Check(ConfigSchema, merged)) {
+    const first = [...Value.Errors(ConfigSchema, merged)][0];
+    const key = first?.instancePath.slice(1) ?? '';
+    const envName = (ConfigSchema.properties as Record<string, { env?: string }>)[key]?.env ?? key;
+    throw new Error(`invalid configuration ${envName}: ${first?.message ?? 'invalid'}`);
+  }
+  const config = merged as Config;
+  if (config.maxSockets === 0) config.maxSockets = defaultMaxSockets();
+  return config;
+}
+
+/** A private directory for relative Unix paths (short: sun_path holds 108 bytes). */
+export function makeUnixDir(): string {
+  return mkdtempSync(join(tmpdir(), 'sockctl-'));
+}
+
+/** Safely below RLIMIT_NOFILE: leave room for the HTTP server's own connections and files. */
+function defaultMaxSockets(): number {
+  let soft = 1024;
+  try {
+    const line = readFileSync('/proc/self/limits', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('Max open files'));
+    const value = line?.split(/\s+/)[3];
+    if (value && value !== 'unlimited') soft = Number(value);
+    else if (value === 'unlimited') soft = 1 << 20;
+  } catch {
+    // not Linux /proc: keep the conservative default
+  }
+  return Math.max(16, Math.floor(soft * 0.8) - 64);
+}

@@ -1,0 +1,54 @@
+/**
+ * The service-wide event log (DESIGN.md section 5): every state change and socket happening becomes
+ * one event with a `seq` that grows across the service. A bounded ring keeps recent events for replay;
+ * listeners are called synchronously, in seq order, and must not throw or block.
+ */
+export interface SockEvent {
+  seq: number;
+  ts: string;
+  socket: string;
+  type: string;
+  [field: string]: unknown;
+}
+
+export type EventListener = (event: SockEvent) => void;
+
+export class EventLog {
+  private readonly ring: (SockEvent | undefined)[];
+  private nextSeq = 1;
+  private readonly listeners = new Set<EventListener>();
+
+  constructor(readonly capacity: number) {
+    this.ring = new Array<SockEvent | undefined>(capacity);
+  }
+
+  /** Appends one event and hands it to every listener. */
+  emit(socket: string, type: string, fields: Record<string, unknown> = {}): SockEvent {
+    const event: SockEvent = { seq: this.nextSeq++, ts: new Date().toISOString(), socket, type, ...fields };
+    this.ring[event.seq % this.capacity] = event;
+    for (const l of this.listeners) l(event);
+    return event;
+  }
+
+  /** The seq the next event will get. */
+  get headSeq(): number {
+    return this.nextSeq;
+  }
+
+  /** Events with seq > after still in the ring, oldest first, and how many were already overwritten. */
+  since(after: number): { events: SockEvent[]; missed: number } {
+    const oldest = Math.max(1, this.nextSeq - this.capacity);
+    const from = Math.max(after + 1, oldest);
+    const events: SockEvent[] = [];
+    for (let s = from; s < this.nextSeq; s++) {
+      const e = this.ring[s % this.capacity];
+      if (e && e.seq === s) events.push(e);
+    }
+    return { events, missed: Math.max(0, oldest - (after + 1)) };
+  }
+
+  subscribe(listener: EventListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+}

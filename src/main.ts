@@ -1,0 +1,39 @@
+import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { buildApp } from './app.js';
+import { loadConfig, makeUnixDir } from './config.js';
+
+/** The entry: config from the environment, listen, close every socket on SIGINT/SIGTERM. */
+async function main(): Promise<void> {
+  const config = loadConfig(process.env);
+  const generatedToken = !config.token;
+  if (generatedToken) config.token = randomBytes(24).toString('base64url');
+  const ownUnixDir = !config.unixDir;
+  if (ownUnixDir) config.unixDir = makeUnixDir();
+
+  const app = await buildApp(config);
+  let closing = false;
+  const shutdown = async (signal: string) => {
+    if (closing) return;
+    closing = true;
+    app.log.info({ signal }, 'shutting down: closing every socket');
+    const timer = setTimeout(() => process.exit(1), 10_000).unref();
+    await app.close();
+    if (ownUnixDir) rmSync(config.unixDir, { recursive: true, force: true });
+    clearTimeout(timer);
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+
+  const address = await app.listen({ host: config.host, port: config.port });
+  if (generatedToken) {
+    // printed once, on stdout only, never through the logger
+    process.stdout.write(`sockctl listening on ${address}\nSOCKCTL_TOKEN=${config.token}\n`);
+  }
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`sockctl: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,44 @@
+import type { FastifyError, FastifyInstance } from 'fastify';
+import { SockctlError, statusText, type ErrorBody } from '../errors.js';
+
+/** Fastify's own failures, by code, with the status the contract gives them. */
+const FASTIFY_STATUS: Record<string, number> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 413,
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 415,
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 400,
+  FST_ERR_CTP_EMPTY_JSON_BODY: 400,
+  FST_ERR_CTP_INVALID_JSON_BODY: 400,
+};
+
+/** Any thrown error → the one error shape of DESIGN.md section 4. */
+export function toErrorBody(err: FastifyError | Error): ErrorBody {
+  if (err instanceof SockctlError) return err.toJSON();
+  const fe = err as FastifyError;
+  if (fe.validation) {
+    return { statusCode: 400, error: statusText(400), code: 'FST_ERR_VALIDATION', message: fe.message };
+  }
+  const status = FASTIFY_STATUS[fe.code] ?? (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500 ? fe.statusCode : undefined);
+  if (status !== undefined) {
+    const code = fe.code ?? (err instanceof SyntaxError ? 'FST_ERR_CTP_INVALID_JSON_BODY' : 'SOCKCTL_BAD_REQUEST');
+    return { statusCode: status, error: statusText(status), code, message: fe.message };
+  }
+  return { statusCode: 500, error: statusText(500), code: 'SOCKCTL_INTERNAL', message: 'internal error' };
+}
+
+export function installErrorHandler(app: FastifyInstance): void {
+  app.setErrorHandler((err: FastifyError, request, reply) => {
+    const body = toErrorBody(err);
+    if (body.statusCode >= 500) request.log.error({ err, code: body.code }, 'request failed');
+    else request.log.info({ code: body.code, statusCode: body.statusCode }, body.message);
+    return reply.status(body.statusCode).send(body);
+  });
+  app.setNotFoundHandler((request, reply) => {
+    const body: ErrorBody = {
+      statusCode: 404,
+      error: statusText(404),
+      code: 'FST_ERR_NOT_FOUND',
+      message: `Route ${request.method}:${request.url.split('?')[0]} not found`,
+    };
+    return reply.status(404).send(body);
+  });
+}

@@ -1,0 +1,116 @@
+import { readFileSync } from 'node:fs';
+import type { KernelView } from '../../schemas/socket.js';
+import { C, native, type SockAddr } from '../io/native.js';
+import { ipv6Bytes } from './addresses.js';
+
+/** tcpi_state / /proc/net/tcp `st` numbers (include/net/tcp_states.h). */
+const TCP_STATES = [
+  'UNKNOWN',
+  'ESTABLISHED',
+  'SYN_SENT',
+  'SYN_RECV',
+  'FIN_WAIT1',
+  'FIN_WAIT2',
+  'TIME_WAIT',
+  'CLOSE',
+  'CLOSE_WAIT',
+  'LAST_ACK',
+  'LISTEN',
+  'CLOSING',
+  'NEW_SYN_RECV',
+] as const;
+const TCP_CLOSE = 7;
+
+export function tcpStateName(n: number): string {
+  return TCP_STATES[n] ?? `UNKNOWN(${n})`;
+}
+
+/**
+ * The kernel's view of an open socket, read now: TCP_INFO and the queue sizes. A TCP socket whose
+ * connection the kernel moved to TIME_WAIT reports CLOSE through TCP_INFO, so /proc is asked then too.
+ */
+export function kernelView(
+  fd: number,
+  domain: number,
+  type: number,
+  addrs: { local: SockAddr | null; remote: SockAddr | null },
+): KernelView {
+  const view: KernelView = {};
+  const isTcp = type === C.SOCK_STREAM && (domain === C.AF_INET || domain === C.AF_INET6);
+  if (isTcp) {
+    const info = native.tcpInfo(fd);
+    view.tcpState = tcpStateName(info.state);
+    view.tcpStateSource = 'tcp_info';
+    if (info.state === TCP_CLOSE) {
+      const lingering = procTcpState(addrs.local, addrs.remote);
+      if (lingering) Object.assign(view, { tcpState: lingering, tcpStateSource: 'proc' });
+    }
+    if (info.state === 10) {
+      view.acceptQueue = info.unacked;
+      view.backlog = info.sacked;
+    } else {
+      Object.assign(view, {
+        rttUs: info.rtt,
+        rttVarUs: info.rttvar,
+        rtoUs: info.rto,
+        sndCwnd: info.sndCwnd,
+        sndMss: info.sndMss,
+        retransmits: info.retransmits,
+        totalRetrans: info.totalRetrans,
+        unacked: info.unacked,
+      });
+    }
+  }
+  if (!isTcp || view.tcpState !== 'LISTEN') {
+    view.recvQueue = safe(() => native.ioctlInt(fd, C.SIOCINQ));
+    view.sendQueue = safe(() => native.ioctlInt(fd, C.SIOCOUTQ));
+  }
+  return view;
+}
+
+/** What outlives a closed TCP descriptor (TIME_WAIT, FIN_WAIT2...), from /proc/net/tcp and tcp6. */
+export function closedKernelView(local: SockAddr | null, remote: SockAddr | null): KernelView {
+  const state = procTcpState(local, remote);
+  return state ? { tcpState: state, tcpStateSource: 'proc' } : { tcpState: 'CLOSED', tcpStateSource: 'proc' };
+}
+
+function safe(read: () => number): number | undefined {
+  try {
+    return read();
+  } catch {
+    return undefined;
+  }
+}
+
+/** The `st` of the /proc/net/tcp{,6} line whose local and remote address match, if any. */
+export function procTcpState(local: SockAddr | null, remote: SockAddr | null): string | undefined {
+  if (!local || !remote || 'path' in local || 'path' in remote) return undefined;
+  const want = `${procAddr(local)} ${procAddr(remote)}`;
+  for (const file of local.family === C.AF_INET ? ['/proc/net/tcp', '/proc/net/tcp6'] : ['/proc/net/tcp6']) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols.length > 3 && `${cols[1]} ${cols[2]}` === want) return tcpStateName(parseInt(cols[3]!, 16));
+    }
+  }
+  return undefined;
+}
+
+/** An address as /proc/net/tcp prints it: each 32-bit word in host (little-endian) order, then :PORT. */
+function procAddr(sa: { family: number; address: string; port: number }): string {
+  const port = sa.port.toString(16).toUpperCase().padStart(4, '0');
+  if (sa.family === C.AF_INET) {
+    const b = sa.address.split('.').map(Number);
+    return `${[b[3], b[2], b[1], b[0]].map((x) => x!.toString(16).toUpperCase().padStart(2, '0')).join('')}:${port}`;
+  }
+  const bytes = ipv6Bytes(sa.address);
+  let hex = '';
+  for (let w = 0; w < 4; w++)
+    for (let i = 3; i >= 0; i--) hex += bytes[w * 4 + i]!.toString(16).toUpperCase().padStart(2, '0');
+  return `${hex}:${port}`;
+}

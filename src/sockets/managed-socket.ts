@@ -1,0 +1,462 @@
+import assert from 'node:assert/strict';
+import type { AddressInput } from '../../schemas/address.js';
+import type { SocketOptions } from '../../schemas/options.js';
+import type { AsyncError, Family, Protocol, Socket, SocketState, SocketType } from '../../schemas/socket.js';
+import { errors, fromSysError, isErrno, isSysError, SockctlError } from '../errors.js';
+import type { EventLog } from '../events/event-log.js';
+import { ClosedWhileWaiting, Deadline, retryUntilReady } from '../io/blocking.js';
+import { C, native, type SockAddr } from '../io/native.js';
+import { FdWatcher } from '../io/watcher.js';
+import { describe, isUnbound, sockaddrView, wireAddress } from './addresses.js';
+import type { FamilyBehaviour } from './families.js';
+import { closedKernelView, kernelView } from './kernel.js';
+import { readOnlyNames, readOptions, writeOption } from './options.js';
+import { canTransition } from './state.js';
+import { peekAll, recvAll, recvBlocking, sendBlocking } from './transfer.js';
+
+/** What a socket needs from the service around it. */
+export interface SocketContext {
+  readonly events: EventLog;
+  readonly maxWaitMs: number;
+  readonly recvDefaultBytes: number;
+  readonly recvMaxBytes: number;
+  readonly defaultBacklog: number;
+  /** Registers a socket this one accepted; throws (e.g. the service's ceiling) to leave it unaccepted. */
+  adopt(init: SocketInit): ManagedSocket;
+  /** Called once, when the socket closes. */
+  onClosed(socket: ManagedSocket): void;
+}
+
+export interface SocketInit {
+  id: string;
+  fd: number;
+  behaviour: FamilyBehaviour;
+  type: SocketType;
+  protocol: Protocol;
+  label: string | null;
+  owner: string;
+  state?: SocketState;
+  listener?: string | null;
+}
+
+export interface RecvOptions {
+  maxBytes?: number | undefined;
+  timeoutMs?: number | undefined;
+  peek?: boolean | undefined;
+  waitAll?: boolean | undefined;
+}
+
+export interface Received {
+  data: Buffer;
+  eof: boolean;
+  from?: ReturnType<typeof wireAddress> | null;
+  truncated?: boolean;
+}
+
+/** Asynchronous errors: what the network or the peer did, remembered in `lastError`. */
+const ASYNC_ERRNOS = ['ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH'];
+
+/**
+ * One descriptor the service owns: its lifecycle (src/sockets/state.ts), its operations as blocking
+ * calls with timeouts, and its resource view. Every syscall goes through the addon with this socket's
+ * fd, and only while the socket is open: a closed socket answers EBADF without touching the number
+ * (the kernel may already have given it to another socket).
+ */
+export class ManagedSocket {
+  readonly id: string;
+  readonly fd: number;
+  readonly family: Family;
+  readonly type: SocketType;
+  readonly protocol: Protocol;
+  readonly label: string | null;
+  readonly owner: string;
+  readonly listener: string | null;
+  readonly createdAt = new Date();
+  readonly stats = { bytesSent: 0, bytesReceived: 0, messagesSent: 0, messagesReceived: 0 };
+  readonly shutdownFlags = { read: false, write: false };
+  backlog: number | null = null;
+  lastError: AsyncError | null = null;
+  closedAt: Date | null = null;
+  closeReason: string | null = null;
+  /** Set while a consumer stream owns the reading side (DESIGN.md section 5). */
+  consumer: unknown = null;
+
+  private current: SocketState;
+  private readonly behaviour: FamilyBehaviour;
+  private readonly watcher: FdWatcher;
+  private readonly stream: boolean;
+  private lastLocal: SockAddr | null = null;
+  private lastRemote: SockAddr | null = null;
+  private unlinkOnClose: (() => void) | undefined;
+  private connecting: Promise<void> | undefined;
+  private rcvTimeoMs = 0;
+  private sndTimeoMs = 0;
+
+  constructor(
+    init: SocketInit,
+    private readonly ctx: SocketContext,
+  ) {
+    this.id = init.id;
+    this.fd = init.fd;
+    this.behaviour = init.behaviour;
+    this.family = init.behaviour.family;
+    this.type = init.type;
+    this.protocol = init.protocol;
+    this.label = init.label;
+    this.owner = init.owner;
+    this.listener = init.listener ?? null;
+    this.current = init.state ?? 'created';
+    this.stream = init.type === 'SOCK_STREAM';
+    this.watcher = new FdWatcher(init.fd);
+  }
+
+  get state(): SocketState {
+    return this.current;
+  }
+
+  get isOpen(): boolean {
+    return this.current !== 'closed';
+  }
+
+  /** The one place the state changes; each change emits exactly one `state` event. */
+  private transition(to: SocketState): void {
+    const previous = this.current;
+    if (previous === to) return;
+    assert.ok(canTransition(previous, to), `illegal transition ${previous} -> ${to}`);
+    this.current = to;
+    this.ctx.events.emit(this.id, 'state', { state: to, previous });
+  }
+
+  /** bind(2); EADDRINUSE and friends come from here, at this step. */
+  bind(input: AddressInput): void {
+    this.guard('bind');
+    const sa = this.behaviour.toSockAddr(input);
+    this.sys(`bind ${describe(sa)}`, () => native.bind(this.fd, sa));
+    const local = native.getsockname(this.fd);
+    this.unlinkOnClose = this.behaviour.boundCleanup(local);
+    if (this.current === 'created') this.transition('bound');
+  }
+
+  /** listen(2); on an unbound TCP socket the kernel binds an ephemeral port, as in C. */
+  listen(backlog: number = this.ctx.defaultBacklog): void {
+    this.guard('listen');
+    this.sys(`listen backlog ${backlog}`, () => native.listen(this.fd, backlog));
+    this.backlog = backlog;
+    this.transition('listening');
+  }
+
+  /** accept(2), waiting up to timeoutMs for a connection in the kernel's queue. */
+  async accept(timeoutMs?: number): Promise<ManagedSocket> {
+    this.guard('accept');
+    const deadline = new Deadline(this.waitFor(timeoutMs, this.rcvTimeoMs));
+    const accepted = await this.sysAsync('accept', () =>
+      this.watcherRetry('readable', deadline, () => native.accept(this.fd)),
+    );
+    let child: ManagedSocket;
+    try {
+      child = this.ctx.adopt({
+        id: '',
+        fd: accepted.fd,
+        behaviour: this.behaviour,
+        type: this.type,
+        protocol: this.protocol,
+        label: this.label,
+        owner: this.owner,
+        state: 'connected',
+        listener: this.id,
+      });
+    } catch (e) {
+      native.close(accepted.fd);
+      throw e;
+    }
+    this.ctx.events.emit(this.id, 'accepted', {
+      child: child.id,
+      remote: accepted.remote ? wireAddress(accepted.remote) : null,
+    });
+    return child;
+  }
+
+  /**
+   * connect(2). Returns 'connected', or 'in-progress' when timeoutMs is 0 and the kernel answered
+   * EINPROGRESS. The service finishes its own connect in the background (by calling connect again once
+   * the fd is writable, DESIGN.md section 1), so the state follows the kernel even if nobody waits.
+   */
+  async connect(input: AddressInput, timeoutMs?: number): Promise<'connected' | 'in-progress'> {
+    this.guard('connect');
+    const sa = this.behaviour.toSockAddr(input);
+    const what = `connect ${describe(sa)}`;
+    try {
+      native.connect(this.fd, sa);
+      this.transition('connected');
+      return 'connected';
+    } catch (e) {
+      if (isErrno(e, 'EAGAIN') && this.family === 'AF_UNIX' && timeoutMs !== 0) {
+        // a Unix listener's backlog is full: a blocking connect waits for room
+        await this.sysAsync(what, () => unixConnectWhenRoom(this.fd, sa, new Deadline(this.waitFor(timeoutMs, 0)), () => this.isOpen));
+        this.transition('connected');
+        return 'connected';
+      }
+      if (!isErrno(e, 'EINPROGRESS', 'EALREADY')) throw this.fail(e, what);
+      if (isErrno(e, 'EALREADY') && (timeoutMs === 0 || !this.connecting)) throw this.fail(e, what);
+    }
+    if (this.current !== 'connecting') {
+      this.transition('connecting');
+      this.connecting = this.finishConnect(sa, what);
+    }
+    if (timeoutMs === 0) return 'in-progress';
+    const wait = this.waitFor(timeoutMs, 0);
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), wait);
+    });
+    try {
+      const outcome = await Promise.race([this.connecting!.then(() => 'done' as const), expired]);
+      if (outcome === 'timeout') {
+        throw fromSysError(
+          Object.assign(new Error('connect: Connection timed out'), { code: 'ETIMEDOUT', errno: C.ETIMEDOUT, syscall: 'connect' }),
+          `${what} (still in progress after ${wait} ms)`,
+          this.id,
+        );
+      }
+      return 'connected';
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async finishConnect(sa: SockAddr, what: string): Promise<void> {
+    const outcome = await this.watcher.wait('writable', Infinity);
+    if (outcome === 'closed') throw errors.closed(this.id, 'connect');
+    try {
+      native.connect(this.fd, sa);
+    } catch (e) {
+      if (!isErrno(e, 'EISCONN')) {
+        this.connecting = undefined;
+        // the kernel released the implicit bind: back to created, or bound if the user had bound
+        this.transition(isUnbound(native.getsockname(this.fd)) ? 'created' : 'bound');
+        throw this.fail(e, what);
+      }
+    }
+    this.connecting = undefined;
+    this.transition('connected');
+  }
+
+  /** send(2) / sendto(2), blocking up to timeoutMs while the send buffer is full. */
+  async send(data: Buffer, opts: { to?: AddressInput | undefined; flags?: number; timeoutMs?: number | undefined } = {}): Promise<number> {
+    this.guard('send');
+    const to = opts.to ? this.behaviour.toSockAddr(opts.to) : null;
+    const flags = opts.flags ?? 0;
+    const nonblocking = (flags & C.MSG_DONTWAIT) !== 0;
+    const deadline = new Deadline(nonblocking ? 0 : this.waitFor(opts.timeoutMs, this.sndTimeoMs));
+    const what = to ? `sendto ${describe(to)}` : 'send';
+    const sent = await this.sysAsync(what, () => sendBlocking(this.fd, this.watcher, deadline, data, flags, to, this.stream));
+    this.stats.bytesSent += sent;
+    this.stats.messagesSent += 1;
+    if (to && this.current === 'created' && !isUnbound(native.getsockname(this.fd))) this.transition('bound');
+    this.ctx.events.emit(this.id, 'sent', { bytes: sent, offset: this.stats.bytesSent - sent });
+    return sent;
+  }
+
+  /** recv(2) / recvfrom(2): one datagram, or on a stream what is there (waitAll: up to maxBytes or EOF). */
+  async recv(opts: RecvOptions = {}): Promise<Received> {
+    this.guard('recv');
+    if (this.consumer) throw errors.streamAttached(this.id);
+    const maxBytes = opts.maxBytes ?? this.ctx.recvDefaultBytes;
+    if (maxBytes > this.ctx.recvMaxBytes)
+      throw errors.badRequest(`maxBytes ${maxBytes} is over the limit of ${this.ctx.recvMaxBytes} (SOCKCTL_RECV_MAX_BYTES)`);
+    const deadline = new Deadline(this.waitFor(opts.timeoutMs, this.rcvTimeoMs));
+    const peek = opts.peek ? C.MSG_PEEK : 0;
+    let out: Received;
+    if (this.stream && opts.waitAll) {
+      if (opts.peek) {
+        if (this.family === 'AF_UNIX') throw errors.badRequest('peek with waitAll is supported on TCP only');
+        const r = await this.sysAsync('recv', () => peekAll(this.fd, this.watcher, deadline, maxBytes));
+        out = { data: r.data, eof: r.length === 0 && maxBytes > 0 };
+      } else {
+        out = await this.sysAsync('recv', () => recvAll(this.fd, this.watcher, deadline, maxBytes));
+      }
+    } else {
+      const r = await this.sysAsync('recv', () => recvBlocking(this.fd, this.watcher, deadline, maxBytes, peek));
+      const boundaryless = this.stream || this.type === 'SOCK_SEQPACKET';
+      out = { data: r.data, eof: boundaryless && r.length === 0 && maxBytes > 0 };
+      if (!this.stream) {
+        out.from = r.from ? nullIfUnnamed(r.from) : null;
+        out.truncated = r.truncated;
+      }
+    }
+    if (!opts.peek) {
+      this.stats.bytesReceived += out.data.length;
+      if (!out.eof) this.stats.messagesReceived += 1;
+      if (out.data.length > 0)
+        this.ctx.events.emit(this.id, 'data', { bytes: out.data.length, offset: this.stats.bytesReceived - out.data.length });
+      if (out.eof) this.ctx.events.emit(this.id, 'eof');
+    }
+    return out;
+  }
+
+  /** shutdown(2). The state stays; the halves show in `shutdown`. */
+  shutdown(how: 'SHUT_RD' | 'SHUT_WR' | 'SHUT_RDWR'): void {
+    this.guard('shutdown');
+    this.sys(`shutdown ${how}`, () => native.shutdown(this.fd, C[how]));
+    if (how !== 'SHUT_WR') this.shutdownFlags.read = true;
+    if (how !== 'SHUT_RD') this.shutdownFlags.write = true;
+    this.ctx.events.emit(this.id, 'shutdown', { how });
+  }
+
+  getOptions(): SocketOptions {
+    this.guard('getsockopt');
+    return this.sys('getsockopt', () => readOptions(this.fd, this.behaviour.domain, C[this.type]));
+  }
+
+  /** setsockopt(2) for each option in order, then every option as the kernel now reads it. */
+  setOptions(values: SocketOptions): SocketOptions {
+    this.guard('setsockopt');
+    const readOnly = readOnlyNames(values);
+    if (readOnly.length > 0) throw errors.badRequest(`read-only option(s): ${readOnly.join(', ')}`);
+    for (const [key, value] of Object.entries(values) as [keyof SocketOptions, unknown][]) {
+      if (value === undefined) continue;
+      this.sys(`setsockopt ${key}`, () => writeOption(this.fd, key, value));
+      if (key === 'SO_RCVTIMEO') this.rcvTimeoMs = value as number;
+      if (key === 'SO_SNDTIMEO') this.sndTimeoMs = value as number;
+    }
+    return this.getOptions();
+  }
+
+  /**
+   * close(2); with `reset`, SO_LINGER {1, 0} first so that the peer sees RST. Pending waits end first
+   * (their calls fail with EBADF), then the fd closes, the bound Unix path goes, and `closed` is emitted.
+   */
+  close(reason: string, reset = false): void {
+    this.guard('close');
+    if (reset) this.sys('setsockopt SO_LINGER', () => native.setsockoptLinger(this.fd, { onoff: true, linger: 0 }));
+    this.refreshAddresses();
+    this.watcher.close();
+    native.close(this.fd);
+    this.unlinkOnClose?.();
+    this.closedAt = new Date();
+    this.closeReason = reason;
+    this.transition('closed');
+    this.ctx.events.emit(this.id, 'closed', { reason, reset });
+    this.ctx.onClosed(this);
+  }
+
+  /** The resource of DESIGN.md section 3, read from the kernel now (the last values, once closed). */
+  toResource(view?: 'sockaddr'): Socket {
+    if (this.isOpen) this.refreshAddresses();
+    const local = this.lastLocal && !isUnbound(this.lastLocal) ? this.lastLocal : null;
+    const remote = this.lastRemote;
+    const isTcp = this.stream && this.family !== 'AF_UNIX';
+    const kernel = this.isOpen
+      ? kernelView(this.fd, this.behaviour.domain, C[this.type], { local, remote })
+      : isTcp
+        ? closedKernelView(local, remote)
+        : {};
+    const resource: Socket = {
+      id: this.id,
+      fd: this.fd,
+      family: this.family,
+      type: this.type,
+      protocol: this.protocol,
+      state: this.current,
+      local: local ? wireAddress(local) : null,
+      remote: remote ? wireAddress(remote) : null,
+      shutdown: { ...this.shutdownFlags },
+      listener: this.listener,
+      backlog: this.backlog,
+      pending: this.current === 'listening' ? (kernel.acceptQueue ?? null) : null,
+      label: this.label,
+      createdAt: this.createdAt.toISOString(),
+      closedAt: this.closedAt?.toISOString() ?? null,
+      closeReason: this.closeReason,
+      stats: { ...this.stats },
+      lastError: this.lastError,
+      kernel,
+    };
+    if (view === 'sockaddr')
+      resource.sockaddr = {
+        local: local ? sockaddrView(local) : null,
+        remote: remote ? sockaddrView(remote) : null,
+      };
+    return resource;
+  }
+
+  /** getsockname/getpeername now; a closed socket keeps the last values read. */
+  private refreshAddresses(): void {
+    try {
+      this.lastLocal = native.getsockname(this.fd);
+    } catch {
+      this.lastLocal = null;
+    }
+    try {
+      this.lastRemote = native.getpeername(this.fd);
+    } catch {
+      this.lastRemote = null;
+    }
+  }
+
+  /** Every operation checks the state first: a closed socket never reaches the kernel. */
+  private guard(syscall: string): void {
+    if (this.current === 'closed') throw errors.closed(this.id, syscall);
+  }
+
+  /** The wait of one call: its timeoutMs, else the socket's SO_RCVTIMEO/SO_SNDTIMEO, else the cap. */
+  private waitFor(timeoutMs: number | undefined, socketDefault: number): number {
+    const wanted = timeoutMs ?? (socketDefault > 0 ? socketDefault : this.ctx.maxWaitMs);
+    return Math.min(wanted, this.ctx.maxWaitMs);
+  }
+
+  private watcherRetry<T>(what: 'readable' | 'writable', deadline: Deadline, attempt: () => T): Promise<T> {
+    return retryUntilReady(this.watcher, what, deadline, attempt);
+  }
+
+  /** Runs one syscall, turning its failure into the user's error (and lastError when asynchronous). */
+  private sys<T>(what: string, call: () => T): T {
+    try {
+      return call();
+    } catch (e) {
+      throw this.fail(e, what);
+    }
+  }
+
+  private async sysAsync<T>(what: string, call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (e) {
+      throw this.fail(e, what);
+    }
+  }
+
+  private fail(e: unknown, what: string): SockctlError {
+    if (e instanceof SockctlError) return e;
+    if (e instanceof ClosedWhileWaiting) return errors.closed(this.id, what.split(' ')[0]!);
+    if (isSysError(e) && ASYNC_ERRNOS.includes(e.code)) {
+      this.lastError = { code: e.code, errno: e.errno, syscall: e.syscall, message: e.message };
+      this.ctx.events.emit(this.id, 'error', { ...this.lastError });
+    }
+    return fromSysError(e, what, this.id);
+  }
+}
+
+/**
+ * A Unix stream connect into a full backlog answers EAGAIN, and no poll event says when room frees up
+ * (the connecting socket is not linked to the listener yet), so a blocking connect is emulated by
+ * retrying with a short, growing pause until the deadline.
+ */
+async function unixConnectWhenRoom(fd: number, sa: SockAddr, deadline: Deadline, isOpen: () => boolean): Promise<void> {
+  for (let pause = 2; ; pause = Math.min(pause * 2, 50)) {
+    const left = deadline.remaining();
+    if (left <= 0) return native.connect(fd, sa); // throws the EAGAIN the caller reports
+    await new Promise((r) => setTimeout(r, Math.min(pause, left)));
+    if (!isOpen()) throw new ClosedWhileWaiting();
+    try {
+      return native.connect(fd, sa);
+    } catch (e) {
+      if (!isErrno(e, 'EAGAIN')) throw e;
+    }
+  }
+}
+
+/** An unnamed Unix sender is reported as null (DESIGN.md section 3). */
+function nullIfUnnamed(sa: SockAddr) {
+  return 'path' in sa && sa.path === null ? null : wireAddress(sa);
+}
