@@ -1,0 +1,66 @@
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FastifyInstance, InjectOptions } from 'fastify';
+import { buildApp } from '../src/app.js';
+import { loadConfig, type Config } from '../src/config.js';
+
+export const TOKEN = 'test-token';
+
+export interface TestApp {
+  app: FastifyInstance;
+  unixDir: string;
+  /** One HTTP call through app.inject with the bearer token; returns status, JSON body (if any) and headers. */
+  call<T = any>(method: InjectOptions['method'], url: string, body?: unknown, headers?: Record<string, string>): Promise<Reply<T>>;
+  close(): Promise<void>;
+}
+
+export interface Reply<T> {
+  status: number;
+  body: T;
+  raw: Buffer;
+  headers: Record<string, unknown>;
+}
+
+/** An app on a short private Unix dir, not listening (use app.listen for real clients). */
+export async function startApp(overrides: Partial<Config> = {}): Promise<TestApp> {
+  const unixDir = mkdtempSync(join(tmpdir(), 'sc-'));
+  const app = await buildApp(loadConfig({}, { token: TOKEN, unixDir, maxWaitMs: 5000, ...overrides }), { logger: false });
+  await app.ready();
+  return {
+    app,
+    unixDir,
+    async call(method, url, body, headers = {}) {
+      const r = await app.inject({
+        method,
+        url,
+        headers: { authorization: `Bearer ${TOKEN}`, ...headers },
+        ...(body === undefined ? {} : Buffer.isBuffer(body) || typeof body === 'string' ? { payload: body } : { payload: body as object }),
+      });
+      let parsed: unknown = undefined;
+      const type = String(r.headers['content-type'] ?? '');
+      if (type.includes('application/json') && r.body.length > 0) parsed = JSON.parse(r.body);
+      return { status: r.statusCode, body: parsed as any, raw: r.rawPayload, headers: r.headers };
+    },
+    async close() {
+      await app.close();
+      rmSync(unixDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Open descriptors of this process. */
+export function fdCount(): number {
+  return readdirSync('/proc/self/fd').length;
+}
+
+/** Waits until `check` returns a truthy value (polling the kernel's view, not sleeping blindly). */
+export async function until<T>(check: () => Promise<T> | T, what: string, timeoutMs = 5000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

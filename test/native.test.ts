@@ -1,0 +1,808 @@
+// Tests of the syscall addon (native/sockctl.c) on real sockets: 127.0.0.1, ::1 and Unix paths.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createRequire } from 'node:module';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync } from 'node:fs';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import type { Native, Poller, SockAddr } from '../native/index.js';
+
+const N = createRequire(import.meta.url)('../build/Release/sockctl.node') as Native;
+const C = N.constants;
+const R = C.POLL_READABLE;
+const W = C.POLL_WRITABLE;
+
+type Inet = { family: number; address: string; port: number; flowinfo?: number; scopeId?: number };
+type SysError = Error & { code: string; errno: number; syscall: string };
+
+// Everything a test opens is registered here and closed by afterEach, even when the test fails.
+const fds = new Set<number>();
+const pollers = new Set<Poller>();
+let dir = '';
+
+function track(fd: number): number {
+  fds.add(fd);
+  return fd;
+}
+function sock(domain: number, type: number, protocol = 0): number {
+  return track(N.socket(domain, type, protocol));
+}
+function pair(domain: number, type: number): [number, number] {
+  const [a, b] = N.socketpair(domain, type, 0);
+  return [track(a), track(b)];
+}
+function closeFd(fd: number): void {
+  fds.delete(fd);
+  N.close(fd);
+}
+function v4(port = 0, address = '127.0.0.1'): Inet {
+  return { family: C.AF_INET, address, port };
+}
+function v6(port = 0, address = '::1'): Inet {
+  return { family: C.AF_INET6, address, port };
+}
+function unix(path: string | null): SockAddr {
+  return { family: C.AF_UNIX, path };
+}
+function inetName(fd: number): Inet {
+  return N.getsockname(fd) as Inet;
+}
+function caught(fn: () => unknown): SysError {
+  try {
+    fn();
+  } catch (e) {
+    return e as SysError;
+  }
+  throw new Error('expected an exception');
+}
+function expectSysError(fn: () => unknown, code: string, syscall: string): SysError {
+  const e = caught(fn);
+  expect(e).toBeInstanceOf(Error);
+  expect({ code: e.code, errno: e.errno, syscall: e.syscall }).toEqual({ code, errno: C[code], syscall });
+  return e;
+}
+function text(b: Uint8Array): string {
+  return Buffer.from(b).toString();
+}
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** One readiness wait through a fresh Poller, closed afterwards. */
+function waitFor(fd: number, events: number, ms = 2000): Promise<{ status: number; events: number }> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      p.close();
+      pollers.delete(p);
+      reject(new Error(`fd ${fd} not ready for ${events} after ${ms} ms`));
+    }, ms);
+    const p = N.createPoller(fd, (status, ready) => {
+      clearTimeout(timer);
+      p.close();
+      pollers.delete(p);
+      resolve({ status, events: ready });
+    });
+    pollers.add(p);
+    p.start(events);
+  });
+}
+
+/** Non-blocking connect: the first connect, a wait for writability, then connect again. */
+async function connectWait(fd: number, to: SockAddr): Promise<void> {
+  try {
+    N.connect(fd, to);
+    return;
+  } catch (e) {
+    expect((e as SysError).code).toBe('EINPROGRESS');
+  }
+  const r = await waitFor(fd, W);
+  expect(r.events & W).toBe(W);
+  try {
+    N.connect(fd, to);
+  } catch (e) {
+    expect((e as SysError).code).toBe('EISCONN');
+  }
+}
+
+/** A listening TCP socket and an accepted connection to it. */
+async function tcpPair(family = C.AF_INET): Promise<{ srv: number; cli: number; acc: number; remote: SockAddr | null }> {
+  const srv = sock(family, C.SOCK_STREAM);
+  N.bind(srv, family === C.AF_INET ? v4() : v6());
+  N.listen(srv, 8);
+  const cli = sock(family, C.SOCK_STREAM);
+  await connectWait(cli, N.getsockname(srv));
+  await waitFor(srv, R);
+  const { fd, remote } = N.accept(srv);
+  return { srv, cli, acc: track(fd), remote };
+}
+
+/** O_NONBLOCK and O_CLOEXEC as the kernel reports them for this fd. */
+function fdFlags(fd: number): { nonblock: boolean; cloexec: boolean } {
+  const m = /flags:\s*([0-7]+)/.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
+  const flags = parseInt(m![1], 8);
+  return { nonblock: (flags & 0o4000) !== 0, cloexec: (flags & 0o2000000) !== 0 };
+}
+
+/** A loopback port nobody listens on (bound and released). */
+function closedPort(family = C.AF_INET): number {
+  const s = N.socket(family, C.SOCK_STREAM, 0);
+  N.bind(s, family === C.AF_INET ? v4() : v6());
+  const port = inetName(s).port;
+  N.close(s);
+  return port;
+}
+
+beforeAll(() => {
+  dir = mkdtempSync('/tmp/sctl-'); // short: sun_path holds 107 bytes
+});
+afterAll(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+afterEach(() => {
+  for (const p of pollers) p.close();
+  pollers.clear();
+  for (const fd of fds) {
+    try {
+      N.close(fd);
+    } catch {
+      /* already closed by the test */
+    }
+  }
+  fds.clear();
+});
+
+describe('module', () => {
+  it('exports every function of the contract and the constants', () => {
+    for (const name of [
+      'socket', 'socketpair', 'bind', 'listen', 'accept', 'connect', 'send', 'sendv', 'recv', 'shutdown',
+      'close', 'getsockname', 'getpeername', 'getsockoptInt', 'setsockoptInt', 'getsockoptLinger',
+      'setsockoptLinger', 'getsockoptTimeval', 'setsockoptTimeval', 'tcpInfo', 'ioctlInt', 'fdCount',
+      'createPoller',
+    ]) {
+      expect(typeof (N as unknown as Record<string, unknown>)[name], name).toBe('function');
+    }
+    expect(C).toMatchObject({
+      AF_UNSPEC: 0, AF_UNIX: 1, AF_INET: 2, AF_INET6: 10, SOCK_STREAM: 1, SOCK_DGRAM: 2, SOCK_SEQPACKET: 5,
+      SOL_SOCKET: 1, SO_REUSEADDR: 2, IPPROTO_TCP: 6, TCP_NODELAY: 1, TCP_INFO: 11, MSG_PEEK: 2,
+      MSG_TRUNC: 0x20, MSG_NOSIGNAL: 0x4000, SHUT_WR: 1, SIOCINQ: 0x541b, FIONREAD: 0x541b, SIOCOUTQ: 0x5411,
+      POLL_READABLE: 1, POLL_WRITABLE: 2, EAGAIN: 11, EWOULDBLOCK: 11, EINPROGRESS: 115, ECONNREFUSED: 111,
+      EADDRINUSE: 98, ENAMETOOLONG: 36, EINTR: 4,
+    });
+    for (const v of Object.values(C)) expect(Number.isInteger(v)).toBe(true);
+  });
+
+  it('rejects wrong argument types with ERR_INVALID_ARG_TYPE', () => {
+    const bad = [
+      () => N.socket('2' as unknown as number, 1, 0),
+      () => N.bind(0, null as unknown as SockAddr),
+      () => N.send(0, 'text' as unknown as Uint8Array, 0),
+      () => N.sendv(0, 'x' as unknown as Uint8Array[], 0),
+      () => N.createPoller(0, null as unknown as () => void),
+      () => N.setsockoptLinger(0, { onoff: 1, linger: 0 } as unknown as { onoff: boolean; linger: number }),
+    ];
+    for (const fn of bad) {
+      const e = caught(fn);
+      expect(e).toBeInstanceOf(TypeError);
+      expect(e.code).toBe('ERR_INVALID_ARG_TYPE');
+    }
+    expect(caught(() => N.bind(0, { family: C.AF_INET, address: '127.0.0.1', port: 70000 })).code).toBe(
+      'ERR_OUT_OF_RANGE',
+    );
+  });
+});
+
+describe('TCP on 127.0.0.1', () => {
+  it('binds, listens, connects, accepts, sends, peeks, shuts down', async () => {
+    const srv = sock(C.AF_INET, C.SOCK_STREAM);
+    expect(fdFlags(srv)).toEqual({ nonblock: true, cloexec: true });
+    N.bind(srv, v4(0));
+    const name = inetName(srv);
+    expect(name.family).toBe(C.AF_INET);
+    expect(name.address).toBe('127.0.0.1');
+    expect(name.port).toBeGreaterThan(0);
+    N.listen(srv, 1);
+    expect(N.getsockoptInt(srv, C.SOL_SOCKET, C.SO_ACCEPTCONN)).toBe(1);
+
+    const cli = sock(C.AF_INET, C.SOCK_STREAM);
+    await connectWait(cli, name);
+    expect(N.getsockoptInt(cli, C.SOL_SOCKET, C.SO_ERROR)).toBe(0);
+    expect(N.getpeername(cli)).toEqual(name);
+
+    await waitFor(srv, R);
+    const { fd, remote } = N.accept(srv);
+    const acc = track(fd);
+    expect(fdFlags(acc)).toEqual({ nonblock: true, cloexec: true });
+    expect(remote).toEqual(N.getsockname(cli));
+    expect(N.getpeername(acc)).toEqual(N.getsockname(cli));
+
+    expect(N.send(cli, Buffer.from('ping'), 0)).toBe(4);
+    await waitFor(acc, R);
+    expect(N.ioctlInt(acc, C.SIOCINQ)).toBe(4);
+    const peek = N.recv(acc, 100, C.MSG_PEEK);
+    expect(text(peek.data)).toBe('ping');
+    expect(peek.length).toBe(4);
+    expect(peek.from).toBeNull();
+    const got = N.recv(acc, 100, 0);
+    expect(got).toMatchObject({ length: 4, truncated: false, from: null });
+    expect(got.data).toBeInstanceOf(Buffer);
+    expect(text(got.data)).toBe('ping');
+    expect(caught(() => N.recv(acc, 100, 0)).code).toBe('EAGAIN');
+
+    expect(N.sendv(acc, [Buffer.from('po'), new Uint8Array(0), new TextEncoder().encode('ng!')], 0)).toBe(5);
+    await waitFor(cli, R);
+    const part = N.recv(cli, 3, 0);
+    expect([text(part.data), part.length]).toEqual(['pon', 3]);
+    expect(text(N.recv(cli, 3, 0).data)).toBe('g!');
+
+    N.shutdown(cli, C.SHUT_WR);
+    await waitFor(acc, R);
+    const eof = N.recv(acc, 100, 0);
+    expect(eof.length).toBe(0);
+    expect(eof.data.length).toBe(0);
+    N.send(acc, Buffer.from('after'), 0); // the other direction still works
+    await waitFor(cli, R);
+    expect(text(N.recv(cli, 100, 0).data)).toBe('after');
+
+    closeFd(acc);
+    closeFd(cli);
+    closeFd(srv);
+  });
+
+  it('recv with maxBytes 0 and reads larger than the stack buffer', async () => {
+    const { cli, acc } = await tcpPair();
+    N.setsockoptInt(cli, C.SOL_SOCKET, C.SO_SNDBUF, 1 << 20);
+    const big = Buffer.alloc(200_000);
+    for (let i = 0; i < big.length; i++) big[i] = i % 251;
+    let sent = 0;
+    while (sent < big.length) {
+      try {
+        sent += N.send(cli, big.subarray(sent), 0);
+      } catch (e) {
+        expect((e as SysError).code).toBe('EAGAIN');
+        await waitFor(cli, W);
+      }
+    }
+    const chunks: Buffer[] = [];
+    let total = 0;
+    while (total < big.length) {
+      await waitFor(acc, R);
+      expect(N.recv(acc, 0, 0).length).toBe(0); // reads nothing, consumes nothing
+      const r = N.recv(acc, 150_000, 0);
+      chunks.push(r.data);
+      total += r.data.length;
+      expect(r.data.length).toBe(r.length);
+    }
+    expect(Buffer.concat(chunks).equals(big)).toBe(true);
+  });
+});
+
+describe('errors carry code, errno and syscall', () => {
+  it('EADDRINUSE from bind on a held port', () => {
+    const a = sock(C.AF_INET, C.SOCK_STREAM);
+    N.bind(a, v4());
+    N.listen(a, 1);
+    const b = sock(C.AF_INET, C.SOCK_STREAM);
+    const e = expectSysError(() => N.bind(b, inetName(a)), 'EADDRINUSE', 'bind');
+    expect(e.message).toBe('bind: Address already in use');
+  });
+
+  it('ECONNREFUSED from the second connect after the poll', async () => {
+    const to = v4(closedPort());
+    const s = sock(C.AF_INET, C.SOCK_STREAM);
+    let first: SysError | undefined;
+    try {
+      N.connect(s, to);
+    } catch (e) {
+      first = e as SysError;
+    }
+    expect(['EINPROGRESS', 'ECONNREFUSED']).toContain(first?.code);
+    if (first?.code === 'EINPROGRESS') {
+      const r = await waitFor(s, W);
+      // libuv reports the socket error as a negative status; both events are then set
+      if (r.status < 0) expect(r.events).toBe(R | W);
+      else expect(r.events & W).toBe(W);
+      const e = expectSysError(() => N.connect(s, to), 'ECONNREFUSED', 'connect');
+      expect(e.message).toBe('connect: Connection refused');
+    }
+  });
+
+  it('ENOTCONN, EOPNOTSUPP, EAGAIN, EBADF, EINVAL, EAFNOSUPPORT', () => {
+    const t = sock(C.AF_INET, C.SOCK_STREAM);
+    expectSysError(() => N.recv(t, 10, 0), 'ENOTCONN', 'recvmsg');
+    expectSysError(() => N.getpeername(t), 'ENOTCONN', 'getpeername');
+    expectSysError(() => N.send(t, Buffer.from('x'), 0), 'EPIPE', 'send'); // MSG_NOSIGNAL: no SIGPIPE
+    const u = sock(C.AF_INET, C.SOCK_DGRAM);
+    expectSysError(() => N.listen(u, 1), 'EOPNOTSUPP', 'listen');
+    N.bind(t, v4());
+    N.listen(t, 1);
+    expectSysError(() => N.accept(t), 'EAGAIN', 'accept4');
+
+    const dead = N.socket(C.AF_INET, C.SOCK_STREAM, 0);
+    N.close(dead);
+    expectSysError(() => N.bind(dead, v4()), 'EBADF', 'bind');
+    expectSysError(() => N.getsockname(dead), 'EBADF', 'getsockname');
+    expectSysError(() => N.recv(dead, 1, 0), 'EBADF', 'recvmsg');
+    expectSysError(() => N.sendv(dead, [Buffer.from('x')], 0), 'EBADF', 'sendmsg');
+    expectSysError(() => N.getsockoptInt(dead, C.SOL_SOCKET, C.SO_TYPE), 'EBADF', 'getsockopt');
+    expectSysError(() => N.close(dead), 'EBADF', 'close');
+    expectSysError(() => N.createPoller(dead, () => {}), 'EBADF', 'uv_poll_init');
+
+    const e = expectSysError(() => N.bind(u, v4(0, 'not-an-ip')), 'EINVAL', 'bind');
+    expect(e.message).toBe("bind: invalid address 'not-an-ip'");
+    expectSysError(() => N.connect(u, v4(1, '127.0.0.1\0x')), 'EINVAL', 'connect');
+    expectSysError(() => N.send(u, Buffer.from('x'), 0, v6(1, '::g')), 'EINVAL', 'sendto');
+    expectSysError(() => N.bind(u, { family: 12345, path: 'x' }), 'EAFNOSUPPORT', 'bind');
+    expectSysError(() => N.socket(12345, C.SOCK_STREAM, 0), 'EAFNOSUPPORT', 'socket');
+    expectSysError(() => N.setsockoptInt(u, C.SOL_SOCKET, 9999, 1), 'ENOPROTOOPT', 'setsockopt');
+  });
+});
+
+describe('UDP', () => {
+  it('sendto / recv with from, truncation and zero-length datagrams', async () => {
+    const a = sock(C.AF_INET, C.SOCK_DGRAM);
+    const b = sock(C.AF_INET, C.SOCK_DGRAM);
+    N.bind(a, v4());
+    N.bind(b, v4());
+    const aName = inetName(a);
+    const bName = inetName(b);
+
+    expect(N.send(a, Buffer.from('hi'), 0, bName)).toBe(2);
+    await waitFor(b, R);
+    const r = N.recv(b, 100, 0);
+    expect(text(r.data)).toBe('hi');
+    expect(r).toMatchObject({ length: 2, truncated: false });
+    expect(r.from).toEqual({ family: C.AF_INET, address: '127.0.0.1', port: aName.port });
+
+    const hundred = Buffer.alloc(100, 7);
+    hundred[0] = 1;
+    N.send(a, hundred, 0, bName);
+    await waitFor(b, R);
+    expect(N.ioctlInt(b, C.FIONREAD)).toBe(100);
+    const t = N.recv(b, 10, C.MSG_TRUNC);
+    expect(t.truncated).toBe(true);
+    expect(t.length).toBe(100);
+    expect(t.data.length).toBe(10);
+    expect(t.data.equals(hundred.subarray(0, 10))).toBe(true);
+
+    N.send(a, hundred, 0, bName);
+    await waitFor(b, R);
+    const t2 = N.recv(b, 10, 0); // without MSG_TRUNC the kernel returns what fit
+    expect([t2.truncated, t2.length, t2.data.length]).toEqual([true, 10, 10]);
+
+    expect(N.send(a, new Uint8Array(0), 0, bName)).toBe(0);
+    await waitFor(b, R);
+    const z = N.recv(b, 100, 0);
+    expect([z.length, z.data.length, z.truncated]).toEqual([0, 0, false]);
+    expect((z.from as Inet).port).toBe(aName.port);
+    expect(caught(() => N.recv(b, 100, 0)).code).toBe('EAGAIN');
+
+    // connect() fixes the peer; AF_UNSPEC dissolves it again
+    N.connect(a, bName);
+    N.send(a, Buffer.from('c'), 0);
+    await waitFor(b, R);
+    expect(text(N.recv(b, 10, 0).data)).toBe('c');
+    N.connect(a, { family: C.AF_UNSPEC, path: null });
+    expectSysError(() => N.send(a, Buffer.from('c'), 0), 'EDESTADDRREQ', 'send');
+  });
+});
+
+describe('IPv6 on ::1', () => {
+  it('TCP round trip with v6 addresses', async () => {
+    const { srv, cli, acc, remote } = await tcpPair(C.AF_INET6);
+    const name = inetName(srv);
+    expect(name).toMatchObject({ family: C.AF_INET6, address: '::1', flowinfo: 0, scopeId: 0 });
+    expect(remote).toEqual(N.getsockname(cli));
+    expect((remote as Inet).address).toBe('::1');
+    N.send(acc, Buffer.from('six'), 0);
+    await waitFor(cli, R);
+    expect(text(N.recv(cli, 10, 0).data)).toBe('six');
+  });
+
+  it('UDP with from, and IPv4-mapped senders on a dual-stack socket', async () => {
+    const a = sock(C.AF_INET6, C.SOCK_DGRAM);
+    const b = sock(C.AF_INET6, C.SOCK_DGRAM);
+    N.bind(a, v6());
+    N.setsockoptInt(b, C.IPPROTO_IPV6, C.IPV6_V6ONLY, 0);
+    N.bind(b, v6(0, '::'));
+    const port = inetName(b).port;
+    N.send(a, Buffer.from('v6'), 0, v6(port));
+    await waitFor(b, R);
+    const r = N.recv(b, 10, 0);
+    expect(r.from).toEqual({ family: C.AF_INET6, address: '::1', port: inetName(a).port, flowinfo: 0, scopeId: 0 });
+
+    const four = sock(C.AF_INET, C.SOCK_DGRAM);
+    N.send(four, Buffer.from('v4'), 0, v4(port));
+    await waitFor(b, R);
+    const m = N.recv(b, 10, 0);
+    expect((m.from as Inet).address).toBe('::ffff:127.0.0.1');
+    expect((m.from as Inet).port).toBe(inetName(four).port);
+  });
+
+  it('IPV6_V6ONLY get/set', () => {
+    const s = sock(C.AF_INET6, C.SOCK_STREAM);
+    const dflt = Number(readFileSync('/proc/sys/net/ipv6/bindv6only', 'utf8').trim());
+    expect(N.getsockoptInt(s, C.IPPROTO_IPV6, C.IPV6_V6ONLY)).toBe(dflt);
+    N.setsockoptInt(s, C.IPPROTO_IPV6, C.IPV6_V6ONLY, 1);
+    expect(N.getsockoptInt(s, C.IPPROTO_IPV6, C.IPV6_V6ONLY)).toBe(1);
+    N.setsockoptInt(s, C.IPPROTO_IPV6, C.IPV6_V6ONLY, 0);
+    expect(N.getsockoptInt(s, C.IPPROTO_IPV6, C.IPV6_V6ONLY)).toBe(0);
+  });
+});
+
+describe('socket options', () => {
+  it('int, linger and timeval options', () => {
+    const s = sock(C.AF_INET, C.SOCK_STREAM);
+    expect(N.getsockoptInt(s, C.SOL_SOCKET, C.SO_REUSEADDR)).toBe(0);
+    N.setsockoptInt(s, C.SOL_SOCKET, C.SO_REUSEADDR, 1);
+    expect(N.getsockoptInt(s, C.SOL_SOCKET, C.SO_REUSEADDR)).toBe(1);
+    expect(N.getsockoptInt(s, C.SOL_SOCKET, C.SO_TYPE)).toBe(C.SOCK_STREAM);
+    expect(N.getsockoptInt(s, C.SOL_SOCKET, C.SO_DOMAIN)).toBe(C.AF_INET);
+    expect(N.getsockoptInt(s, C.SOL_SOCKET, C.SO_PROTOCOL)).toBe(C.IPPROTO_TCP);
+    N.setsockoptInt(s, C.IPPROTO_TCP, C.TCP_NODELAY, 1);
+    expect(N.getsockoptInt(s, C.IPPROTO_TCP, C.TCP_NODELAY)).toBe(1);
+    N.setsockoptInt(s, C.IP_TTL === 2 ? C.IPPROTO_IP : C.IPPROTO_IP, C.IP_TTL, 33);
+    expect(N.getsockoptInt(s, C.IPPROTO_IP, C.IP_TTL)).toBe(33);
+
+    expect(N.getsockoptLinger(s)).toEqual({ onoff: false, linger: 0 });
+    N.setsockoptLinger(s, { onoff: true, linger: 5 });
+    expect(N.getsockoptLinger(s)).toEqual({ onoff: true, linger: 5 });
+
+    expect(N.getsockoptTimeval(s, C.SOL_SOCKET, C.SO_RCVTIMEO)).toBe(0);
+    N.setsockoptTimeval(s, C.SOL_SOCKET, C.SO_RCVTIMEO, 1500);
+    expect(N.getsockoptTimeval(s, C.SOL_SOCKET, C.SO_RCVTIMEO)).toBe(1500);
+    N.setsockoptTimeval(s, C.SOL_SOCKET, C.SO_SNDTIMEO, 2000);
+    expect(N.getsockoptTimeval(s, C.SOL_SOCKET, C.SO_SNDTIMEO)).toBe(2000);
+    N.setsockoptTimeval(s, C.SOL_SOCKET, C.SO_SNDTIMEO, 0);
+    expect(N.getsockoptTimeval(s, C.SOL_SOCKET, C.SO_SNDTIMEO)).toBe(0);
+
+    const u = sock(C.AF_INET, C.SOCK_DGRAM);
+    expect(N.getsockoptInt(u, C.SOL_SOCKET, C.SO_TYPE)).toBe(C.SOCK_DGRAM);
+  });
+
+  it('tcpInfo: established connection and listener queue', async () => {
+    const { cli, acc } = await tcpPair();
+    const info = N.tcpInfo(cli);
+    expect(info.state).toBe(1); // TCP_ESTABLISHED
+    expect(N.tcpInfo(acc).state).toBe(1);
+    for (const k of [
+      'state', 'caState', 'retransmits', 'probes', 'backoff', 'rto', 'ato', 'sndMss', 'rcvMss', 'unacked',
+      'sacked', 'lost', 'retrans', 'lastDataSent', 'lastDataRecv', 'pmtu', 'rcvSsthresh', 'rtt', 'rttvar',
+      'sndSsthresh', 'sndCwnd', 'advmss', 'reordering', 'totalRetrans',
+    ]) {
+      expect(Number.isInteger((info as unknown as Record<string, number>)[k]), k).toBe(true);
+    }
+    expect(info.sndMss).toBeGreaterThan(0);
+    expect(info.sndCwnd).toBeGreaterThan(0);
+
+    const srv = sock(C.AF_INET, C.SOCK_STREAM);
+    N.bind(srv, v4());
+    N.listen(srv, 5);
+    const to = inetName(srv);
+    for (let i = 0; i < 2; i++) await connectWait(sock(C.AF_INET, C.SOCK_STREAM), to);
+    const li = N.tcpInfo(srv);
+    expect(li.state).toBe(10); // TCP_LISTEN
+    expect(li.unacked).toBe(2); // accept-queue length
+    expect(li.sacked).toBe(5); // backlog
+    expectSysError(() => N.tcpInfo(sock(C.AF_UNIX, C.SOCK_STREAM)), 'EOPNOTSUPP', 'getsockopt');
+  });
+});
+
+describe('Unix sockets', () => {
+  it('stream on a path: bind, listen, connect, accept; unnamed peer has path null', async () => {
+    const path = `${dir}/stream.sock`;
+    const srv = sock(C.AF_UNIX, C.SOCK_STREAM);
+    N.bind(srv, unix(path));
+    expect(N.getsockname(srv)).toEqual(unix(path));
+    N.listen(srv, 4);
+    const cli = sock(C.AF_UNIX, C.SOCK_STREAM);
+    await connectWait(cli, unix(path));
+    expect(N.getsockname(cli)).toEqual(unix(null));
+    expect(N.getpeername(cli)).toEqual(unix(path));
+    const { fd, remote } = N.accept(srv);
+    const acc = track(fd);
+    expect(fdFlags(acc)).toEqual({ nonblock: true, cloexec: true });
+    expect(remote).toEqual(unix(null));
+    expect(N.getpeername(acc)).toEqual(unix(null));
+    N.send(cli, Buffer.from('unix'), 0);
+    const r = N.recv(acc, 100, 0);
+    expect(text(r.data)).toBe('unix');
+    expect(r.from).toBeNull();
+    unlinkSync(path);
+  });
+
+  it('SOCK_SEQPACKET keeps message boundaries', async () => {
+    const path = `${dir}/seq.sock`;
+    const srv = sock(C.AF_UNIX, C.SOCK_SEQPACKET);
+    N.bind(srv, unix(path));
+    N.listen(srv, 4);
+    const cli = sock(C.AF_UNIX, C.SOCK_SEQPACKET);
+    await connectWait(cli, unix(path));
+    const acc = track(N.accept(srv).fd);
+    N.send(cli, Buffer.from('one'), 0);
+    N.sendv(cli, [Buffer.from('tw'), Buffer.from('o')], 0);
+    N.send(cli, Buffer.from('three'), 0);
+    expect(text(N.recv(acc, 100, 0).data)).toBe('one');
+    expect(text(N.recv(acc, 100, 0).data)).toBe('two');
+    const cut = N.recv(acc, 2, 0);
+    expect([text(cut.data), cut.truncated]).toEqual(['th', true]);
+    expect(caught(() => N.recv(acc, 100, 0)).code).toBe('EAGAIN'); // the rest of 'three' was discarded
+    unlinkSync(path);
+  });
+
+  it('socketpair round trip (non-blocking, close-on-exec)', () => {
+    const [a, b] = pair(C.AF_UNIX, C.SOCK_STREAM);
+    expect(fdFlags(a)).toEqual({ nonblock: true, cloexec: true });
+    expect(fdFlags(b)).toEqual({ nonblock: true, cloexec: true });
+    expectSysError(() => N.recv(a, 10, 0), 'EAGAIN', 'recvmsg');
+    N.send(a, Buffer.from('ab'), 0);
+    expect(N.ioctlInt(b, C.SIOCINQ)).toBe(2);
+    expect(text(N.recv(b, 10, 0).data)).toBe('ab');
+    N.send(b, Buffer.from('ba'), 0);
+    expect(text(N.recv(a, 10, 0).data)).toBe('ba');
+    const [d1, d2] = pair(C.AF_UNIX, C.SOCK_DGRAM);
+    N.send(d1, Buffer.from('x'), 0);
+    N.send(d1, Buffer.from('yz'), 0);
+    expect(N.recv(d2, 10, 0)).toMatchObject({ length: 1, from: null });
+    expect(N.recv(d2, 10, 0).length).toBe(2);
+  });
+
+  it('abstract names and autobind', async () => {
+    const name = `@sockctl-test-${process.pid}-${Math.random().toString(36).slice(2)}`;
+    const srv = sock(C.AF_UNIX, C.SOCK_STREAM);
+    N.bind(srv, unix(name));
+    expect(N.getsockname(srv)).toEqual(unix(name));
+    N.listen(srv, 4);
+    const cli = sock(C.AF_UNIX, C.SOCK_STREAM);
+    await connectWait(cli, unix(name));
+    expect(N.getpeername(cli)).toEqual(unix(name));
+    track(N.accept(srv).fd);
+
+    const auto = sock(C.AF_UNIX, C.SOCK_DGRAM);
+    N.bind(auto, unix(null)); // the kernel picks an abstract name
+    expect((N.getsockname(auto) as { path: string }).path).toMatch(/^@[0-9a-f]{5}$/);
+    const d = sock(C.AF_UNIX, C.SOCK_DGRAM);
+    N.send(d, Buffer.from('hey'), 0, N.getsockname(auto));
+    expect(N.recv(auto, 10, 0).from).toEqual(unix(null)); // unnamed sender
+  });
+
+  it('ENAMETOOLONG past sun_path; 107 bytes still fit', () => {
+    const s = sock(C.AF_UNIX, C.SOCK_STREAM);
+    const e = expectSysError(() => N.bind(s, unix(`/tmp/${'x'.repeat(110)}`)), 'ENAMETOOLONG', 'bind');
+    expect(e.message).toBe('bind: File name too long');
+    expectSysError(() => N.connect(s, unix(`@${'x'.repeat(108)}`)), 'ENAMETOOLONG', 'connect');
+    const fit = `${dir}/${'p'.repeat(107 - dir.length - 1)}`;
+    expect(fit.length).toBe(107);
+    expectSysError(() => N.bind(s, unix(`${fit}q`)), 'ENAMETOOLONG', 'bind');
+    N.bind(s, unix(fit));
+    expect(N.getsockname(s)).toEqual(unix(fit));
+    unlinkSync(fit);
+    const a = sock(C.AF_UNIX, C.SOCK_STREAM);
+    const longAbstract = `@${'a'.repeat(106)}${process.pid % 10}`;
+    N.bind(a, unix(longAbstract));
+    expect(N.getsockname(a)).toEqual(unix(longAbstract));
+  });
+});
+
+describe('Poller', () => {
+  it('is one-shot: no callback while idle, exactly one when data arrives', async () => {
+    const [a, b] = pair(C.AF_UNIX, C.SOCK_STREAM);
+    const calls: Array<[number, number]> = [];
+    const p = N.createPoller(a, (status, events) => calls.push([status, events]));
+    pollers.add(p);
+    p.start(R);
+    await sleep(30);
+    expect(calls).toEqual([]);
+    N.send(b, Buffer.from('data'), 0);
+    await sleep(50); // the data stays unread and the poller is not re-armed
+    expect(calls).toEqual([[0, R]]);
+    p.start(R); // re-armed: still readable, so it fires again, once
+    await sleep(30);
+    expect(calls).toEqual([[0, R], [0, R]]);
+    p.start(R);
+    p.start(W); // start while armed replaces the events
+    await sleep(30);
+    expect(calls.length).toBe(3);
+    expect(calls[2][1] & W).toBe(W);
+  });
+
+  it('stop() prevents the callback; close() is final', async () => {
+    const [a, b] = pair(C.AF_UNIX, C.SOCK_STREAM);
+    let calls = 0;
+    const p = N.createPoller(a, () => calls++);
+    pollers.add(p);
+    p.start(R);
+    p.stop();
+    p.stop();
+    N.send(b, Buffer.from('x'), 0);
+    await sleep(40);
+    expect(calls).toBe(0);
+    p.start(R);
+    p.close();
+    await sleep(20);
+    expect(calls).toBe(0);
+    p.close();
+    p.stop();
+    expectSysError(() => p.start(R), 'EBADF', 'uv_poll_start');
+    const other = { start: p.start };
+    expect(caught(() => other.start(R)).code).toBe('ERR_INVALID_THIS');
+    expect(caught(() => p.start(64)).code).toBe('ERR_OUT_OF_RANGE');
+  });
+
+  it('close(fd) closes a poller left open on that fd', async () => {
+    const [a, b] = pair(C.AF_UNIX, C.SOCK_STREAM);
+    let calls = 0;
+    const p = N.createPoller(a, () => calls++);
+    pollers.add(p);
+    p.start(R);
+    closeFd(a);
+    N.send(b, Buffer.from('x'), 0);
+    await sleep(20);
+    expect(calls).toBe(0);
+    expectSysError(() => p.start(R), 'EBADF', 'uv_poll_start');
+    // the fd number can be reused and polled again
+    const [c, d] = pair(C.AF_UNIX, C.SOCK_STREAM);
+    const again = await Promise.all([waitFor(c, R), Promise.resolve(N.send(d, Buffer.from('y'), 0))]);
+    expect(again[0]).toEqual({ status: 0, events: R });
+  });
+
+  it('drains microtasks after the callback (napi_make_callback)', async () => {
+    const [a, b] = pair(C.AF_UNIX, C.SOCK_STREAM);
+    const order: string[] = [];
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const chain = (async () => {
+      await gate;
+      order.push('after-await');
+      await null;
+      order.push('after-second-await');
+    })();
+    const p = N.createPoller(a, () => {
+      order.push('callback');
+      setImmediate(() => order.push('immediate'));
+      queueMicrotask(() => order.push('microtask'));
+      process.nextTick(() => order.push('nextTick'));
+      release();
+    });
+    pollers.add(p);
+    p.start(R);
+    N.send(b, Buffer.from('go'), 0);
+    await chain;
+    await new Promise((r) => setImmediate(r));
+    const imm = order.indexOf('immediate');
+    expect(order[0]).toBe('callback');
+    for (const step of ['after-await', 'after-second-await', 'microtask', 'nextTick']) {
+      expect(order.indexOf(step), step).toBeGreaterThan(0);
+      expect(order.indexOf(step), step).toBeLessThan(imm);
+    }
+  });
+
+  it('exceptions thrown by the callback reach uncaughtException', async () => {
+    const [a, b] = pair(C.AF_UNIX, C.SOCK_STREAM);
+    const seen: unknown[] = [];
+    const listeners = process.listeners('uncaughtException');
+    process.removeAllListeners('uncaughtException');
+    process.on('uncaughtException', (e) => seen.push(e));
+    try {
+      const p = N.createPoller(a, () => {
+        throw new Error('boom');
+      });
+      pollers.add(p);
+      p.start(R);
+      N.send(b, Buffer.from('x'), 0);
+      await sleep(30);
+    } finally {
+      process.removeAllListeners('uncaughtException');
+      for (const l of listeners) process.on('uncaughtException', l);
+    }
+    expect(seen.map((e) => (e as Error).message)).toEqual(['boom']);
+  });
+
+  it('a poller garbage-collected without close() is closed by its finalizer', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const before = N.fdCount();
+    let finalized = 0;
+    const registry = new FinalizationRegistry(() => finalized++);
+    let fired = 0;
+    const ends: number[] = [];
+    (() => {
+      for (let i = 0; i < 50; i++) {
+        const [a, b] = N.socketpair(C.AF_UNIX, C.SOCK_STREAM, 0);
+        ends.push(a, b);
+        const p = N.createPoller(a, () => fired++);
+        if (i % 2) p.start(R);
+        registry.register(p, i);
+      }
+    })();
+    for (let i = 0; i < 10 && finalized < 50; i++) {
+      gc();
+      await new Promise((r) => setImmediate(r));
+    }
+    expect(finalized).toBeGreaterThan(0);
+    for (let i = 0; i < ends.length; i += 2) N.send(ends[i + 1], Buffer.from('x'), 0);
+    await sleep(20);
+    expect(fired).toBeLessThanOrEqual(25); // only started pollers not yet collected may fire
+    for (const fd of ends) N.close(fd); // closes any poller still open on them
+    expect(N.fdCount()).toBe(before);
+  });
+});
+
+describe('no fd leaks', () => {
+  it('thousands of mixed operations leave the fd count unchanged', async () => {
+    const before = N.fdCount();
+    expect(readdirSync('/proc/self/fd').length - 1).toBe(before); // readdir's own fd is listed too
+
+    const held = N.socket(C.AF_INET, C.SOCK_STREAM, 0);
+    N.bind(held, v4());
+    N.listen(held, 128);
+    const heldAddr = inetName(held);
+    const refused = v4(closedPort());
+    const codes = new Map<string, number>();
+    const count = (e: unknown) => {
+      const code = (e as SysError).code;
+      codes.set(code, (codes.get(code) ?? 0) + 1);
+    };
+    let accepted = 0;
+
+    for (let i = 0; i < 3000; i++) {
+      const s = N.socket(i % 2 ? C.AF_INET : C.AF_INET6, i % 3 ? C.SOCK_STREAM : C.SOCK_DGRAM, 0);
+      try {
+        switch (i % 6) {
+          case 0:
+            N.bind(s, i % 2 ? heldAddr : v6(0, 'zz::zz')); // EADDRINUSE or EINVAL (or ok for UDP on v4)
+            break;
+          case 1: {
+            N.connect(s, refused);
+            break;
+          }
+          case 2: {
+            const [a, b] = N.socketpair(C.AF_UNIX, i % 4 ? C.SOCK_STREAM : C.SOCK_SEQPACKET, 0);
+            const p = N.createPoller(a, () => {});
+            p.start(R | W);
+            if (i % 4) p.close(); // else: close(a) closes it
+            N.send(b, Buffer.from('x'), 0);
+            N.close(a);
+            N.close(b);
+            N.recv(s, 1, 0); // ENOTCONN on the TCP socket
+            break;
+          }
+          case 3: {
+            try {
+              N.connect(s, heldAddr);
+            } catch (e) {
+              count(e);
+            }
+            const { fd } = N.accept(held); // usually queued already: loopback handshakes are synchronous
+            accepted++;
+            N.close(fd);
+            break;
+          }
+          case 4:
+            N.bind(s, { family: C.AF_UNIX, path: `/tmp/${'l'.repeat(120)}` });
+            break;
+          default:
+            N.listen(s, 1); // EOPNOTSUPP on UDP
+            N.createPoller(s, () => {}).close();
+            N.accept(s); // EAGAIN
+        }
+      } catch (e) {
+        count(e);
+      } finally {
+        N.close(s);
+      }
+    }
+    for (;;) {
+      try {
+        N.close(N.accept(held).fd); // drain the queue
+      } catch {
+        break;
+      }
+    }
+    N.close(held);
+    await new Promise((r) => setImmediate(r)); // let libuv run the close callbacks
+
+    for (const code of ['EADDRINUSE', 'EINVAL', 'EINPROGRESS', 'ENOTCONN', 'ENAMETOOLONG', 'EOPNOTSUPP', 'EAGAIN']) {
+      expect(codes.get(code) ?? 0, code).toBeGreaterThan(0);
+    }
+    expect(accepted).toBeGreaterThan(0);
+    expect(N.fdCount()).toBe(before);
+    expect(readdirSync('/proc/self/fd').length - 1).toBe(before);
+  });
+});
