@@ -20,7 +20,7 @@ export const ErrorResponse = Type.Object(
     syscall: Type.Optional(Type.String({ description: 'the failing syscall, syscall failures only' })),
     socket: Type.Optional(Type.String({ description: 'id of the socket concerned' })),
   },
-  { $id: 'ErrorResponse', description: 'Every failure, with the status of DESIGN.md section 4' },
+  { $id: 'ErrorResponse', description: 'Every failure: HTTP status, errno name and number, the failing syscall' },
 );
 export type ErrorResponse = Static<typeof ErrorResponse>;
 
