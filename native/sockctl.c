@@ -1,10 +1,9 @@
 /*
- * sockctl.c: the syscall layer of sockctl, an N-API addon (contract: native/index.d.ts).
+ * sockctl.c: the syscall layer of sockctl, an N-API addon (contract and semantics: native/index.d.ts).
  *
- * Every exported socket function performs exactly one syscall and reports failure as an Error with
- * code = errno name, errno = number, syscall = the real syscall name. The only libuv use is the Poller,
- * a one-shot readiness watch on top of uv_poll_t, which lets the JS side wait for an fd without
- * blocking the event loop.
+ * Each exported socket function makes exactly one syscall and reports failure as an Error with
+ * code = errno name, errno = number, syscall = the syscall's real name. libuv is used only by the
+ * Poller, a one-shot readiness watch (uv_poll_t) that lets JS wait for an fd without blocking.
  */
 #ifndef NAPI_VERSION
 #define NAPI_VERSION 8
@@ -16,7 +15,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
-#include <linux/sockios.h>
+#include <linux/sockios.h> /* SIOCINQ, SIOCOUTQ */
 #include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -33,14 +32,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-/* recv() reads into a stack buffer up to this size and copies the exact byte count into a Buffer. */
+/* recv() reads up to this many bytes into a stack buffer, then copies exactly what came into a Buffer. */
 #define RECV_STACK_BYTES 65536
 
-/* ------------------------------------------------------------------------------------------------ */
-/* Errors                                                                                            */
-/* ------------------------------------------------------------------------------------------------ */
+/* ---- errors ------------------------------------------------------------------------------------- */
 
-/* Turns a failed napi_* call into a pending JS exception (unless the call already left one). */
+/* Turns a failed napi_* call into a pending JS exception, unless the call already left one. */
 static void napi_failed(napi_env env, const char *expr)
 {
     const napi_extended_error_info *info = NULL;
@@ -57,7 +54,7 @@ static void napi_failed(napi_env env, const char *expr)
     napi_throw_error(env, "ERR_NAPI", msg);
 }
 
-/* NAPI_TRY runs `onfail` after converting the failure into an exception; NAPI_CALL returns NULL. */
+/* NAPI_TRY runs `onfail` once the failure is a pending exception; NAPI_CALL returns NULL (undefined). */
 #define NAPI_TRY(env, call, onfail)                                                                   \
     do {                                                                                              \
         if ((call) != napi_ok) {                                                                      \
@@ -67,41 +64,45 @@ static void napi_failed(napi_env env, const char *expr)
     } while (0)
 #define NAPI_CALL(env, call) NAPI_TRY(env, call, return NULL)
 
-/* Throws Error("<syscall>: <text>") with properties code, errno and syscall. */
-static void throw_error(napi_env env, const char *code, int err, const char *syscall, const char *text)
+/* For napi callbacks: throw (through a helper that returns false) and return undefined. */
+#define FAIL(throw_expr)                                                                              \
+    do {                                                                                              \
+        (void)(throw_expr);                                                                           \
+        return NULL;                                                                                  \
+    } while (0)
+
+/* Throws Error("<syscall>: <text>") with code, errno and syscall properties. Returns false. */
+static bool throw_error(napi_env env, const char *code, int err, const char *syscall, const char *text)
 {
     napi_value jcode, jmsg, jerr, jerrno, jsys;
+    bool pending = false;
     char msg[512];
 
     snprintf(msg, sizeof msg, "%s: %s", syscall, text);
     if (napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &jcode) == napi_ok &&
         napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &jmsg) == napi_ok &&
-        napi_create_error(env, jcode, jmsg, &jerr) == napi_ok &&
-        napi_create_int32(env, err, &jerrno) == napi_ok &&
+        napi_create_error(env, jcode, jmsg, &jerr) == napi_ok && napi_create_int32(env, err, &jerrno) == napi_ok &&
         napi_set_named_property(env, jerr, "errno", jerrno) == napi_ok &&
         napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &jsys) == napi_ok &&
-        napi_set_named_property(env, jerr, "syscall", jsys) == napi_ok) {
+        napi_set_named_property(env, jerr, "syscall", jsys) == napi_ok)
         napi_throw(env, jerr);
-        return;
-    }
-    bool pending = false;
-    if (napi_is_exception_pending(env, &pending) != napi_ok || !pending)
+    else if (napi_is_exception_pending(env, &pending) != napi_ok || !pending)
         napi_throw_error(env, code, msg);
+    return false;
 }
 
 /* strerrorname_np / strerrordesc_np (glibc >= 2.32) are thread-safe and locale-independent. */
-static void throw_errno(napi_env env, const char *syscall, int err)
+static bool throw_errno(napi_env env, const char *syscall, int err)
 {
     const char *name = strerrorname_np(err), *desc = strerrordesc_np(err);
-    throw_error(env, name ? name : "UNKNOWN", err, syscall, desc ? desc : "Unknown error");
+    return throw_error(env, name ? name : "UNKNOWN", err, syscall, desc ? desc : "Unknown error");
 }
 
-/* Report a failed syscall: errno is read before anything else can clobber it. */
+/* A failed syscall: errno is saved before anything else can clobber it. */
 #define SYSFAIL(env, name)                                                                            \
     do {                                                                                              \
         int err_ = errno;                                                                             \
-        throw_errno((env), (name), err_);                                                             \
-        return NULL;                                                                                  \
+        FAIL(throw_errno((env), (name), err_));                                                       \
     } while (0)
 
 static bool type_error(napi_env env, const char *what, const char *type)
@@ -121,9 +122,7 @@ static bool range_error(napi_env env, const char *what, double min, double max)
     return false;
 }
 
-/* ------------------------------------------------------------------------------------------------ */
-/* Argument and result helpers                                                                       */
-/* ------------------------------------------------------------------------------------------------ */
+/* ---- arguments and results ---------------------------------------------------------------------- */
 
 #define ARGS(n)                                                                                       \
     napi_value argv[n];                                                                               \
@@ -161,7 +160,17 @@ static bool get_int(napi_env env, napi_value v, const char *what, int32_t *out)
     return true;
 }
 
-/* Copies a JS string into buf (NUL-terminated, possibly cut); *len = bytes copied, *full = whole length. */
+/* argv[0], argv[1]... as int32 arguments with the given names: INT_ARGS(out, "fd", "backlog"). */
+static bool get_ints(napi_env env, const napi_value *argv, int32_t *out, const char *const *names)
+{
+    for (int i = 0; names[i] != NULL; i++)
+        if (!get_int(env, argv[i], names[i], &out[i]))
+            return false;
+    return true;
+}
+#define INT_ARGS(out, ...) get_ints(env, argv, out, (const char *const[]){ __VA_ARGS__, NULL })
+
+/* A JS string into buf (NUL-terminated, cut to fit): *len = bytes copied, *full = its whole length. */
 static bool get_string(napi_env env, napi_value v, const char *what, char *buf, size_t size, size_t *len,
                        size_t *full)
 {
@@ -172,7 +181,7 @@ static bool get_string(napi_env env, napi_value v, const char *what, char *buf, 
     return true;
 }
 
-/* The bytes of any TypedArray (Buffer and Uint8Array being the usual ones). */
+/* The bytes of any TypedArray (in practice Buffer or Uint8Array). */
 static bool get_bytes(napi_env env, napi_value v, const char *what, void **data, size_t *len)
 {
     napi_typedarray_type type;
@@ -187,7 +196,7 @@ static bool get_bytes(napi_env env, napi_value v, const char *what, void **data,
     case napi_int16_array: case napi_uint16_array: esize = 2; break;
     case napi_int32_array: case napi_uint32_array: case napi_float32_array: esize = 4; break;
     case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: esize = 8; break;
-    default: esize = 1; break;
+    default: break;
     }
     *len = count * esize;
     return true;
@@ -214,6 +223,13 @@ static napi_status set_bool(napi_env env, napi_value obj, const char *key, bool 
     return s != napi_ok ? s : napi_set_named_property(env, obj, key, v);
 }
 
+static napi_status set_null(napi_env env, napi_value obj, const char *key)
+{
+    napi_value v;
+    napi_status s = napi_get_null(env, &v);
+    return s != napi_ok ? s : napi_set_named_property(env, obj, key, v);
+}
+
 static napi_value make_num(napi_env env, double num)
 {
     napi_value v;
@@ -221,9 +237,7 @@ static napi_value make_num(napi_env env, double num)
     return v;
 }
 
-/* ------------------------------------------------------------------------------------------------ */
-/* Addresses                                                                                         */
-/* ------------------------------------------------------------------------------------------------ */
+/* ---- addresses ---------------------------------------------------------------------------------- */
 
 typedef struct {
     struct sockaddr_storage ss;
@@ -234,21 +248,17 @@ static bool invalid_address(napi_env env, const char *syscall, const char *addr)
 {
     char text[320];
     snprintf(text, sizeof text, "invalid address '%s'", addr);
-    throw_error(env, "EINVAL", EINVAL, syscall, text);
-    return false;
+    return throw_error(env, "EINVAL", EINVAL, syscall, text);
 }
 
-/* An optional uint32 property (flowinfo, scopeId): undefined/null is 0. */
+/* An optional uint32 property (flowinfo, scopeId): undefined or null reads as 0. */
 static bool get_opt_u32(napi_env env, napi_value obj, const char *key, const char *what, uint32_t *out)
 {
     napi_value v;
-    double d;
+    double d = 0;
 
-    *out = 0;
     NAPI_TRY(env, napi_get_named_property(env, obj, key, &v), return false);
-    if (is_nullish(env, v))
-        return true;
-    if (!get_integer(env, v, what, 0, UINT32_MAX, &d))
+    if (!is_nullish(env, v) && !get_integer(env, v, what, 0, UINT32_MAX, &d))
         return false;
     *out = (uint32_t)d;
     return true;
@@ -259,8 +269,8 @@ static bool inet_from_js(napi_env env, napi_value obj, int family, const char *s
     char host[256];
     size_t len, full;
     double port;
-    napi_value v;
     uint32_t flowinfo, scope;
+    napi_value v;
 
     NAPI_TRY(env, napi_get_named_property(env, obj, "address", &v), return false);
     if (!get_string(env, v, "addr.address", host, sizeof host, &len, &full))
@@ -268,16 +278,14 @@ static bool inet_from_js(napi_env env, napi_value obj, int family, const char *s
     NAPI_TRY(env, napi_get_named_property(env, obj, "port", &v), return false);
     if (!get_integer(env, v, "addr.port", 0, 65535, &port))
         return false;
-    /* A cut-off string or one with an embedded NUL would be parsed as something else: reject it. */
+    /* inet_pton would read a cut-off string, or one with an embedded NUL, as another address. */
     bool whole = full == len && strlen(host) == len;
     if (family == AF_INET) {
         struct sockaddr_in *sin = (struct sockaddr_in *)&a->ss;
         sin->sin_family = AF_INET;
         sin->sin_port = htons((uint16_t)port);
-        if (!whole || inet_pton(AF_INET, host, &sin->sin_addr) != 1)
-            return invalid_address(env, syscall, host);
         a->len = sizeof *sin;
-        return true;
+        return (whole && inet_pton(AF_INET, host, &sin->sin_addr) == 1) || invalid_address(env, syscall, host);
     }
     struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&a->ss;
     if (!get_opt_u32(env, obj, "flowinfo", "addr.flowinfo", &flowinfo) ||
@@ -287,51 +295,43 @@ static bool inet_from_js(napi_env env, napi_value obj, int family, const char *s
     sin6->sin6_port = htons((uint16_t)port);
     sin6->sin6_flowinfo = htonl(flowinfo);
     sin6->sin6_scope_id = scope;
-    if (!whole || inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
-        return invalid_address(env, syscall, host);
     a->len = sizeof *sin6;
-    return true;
+    return (whole && inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) || invalid_address(env, syscall, host);
 }
 
 static bool unix_from_js(napi_env env, napi_value obj, const char *syscall, addr_t *a)
 {
     struct sockaddr_un *sun = (struct sockaddr_un *)&a->ss;
-    /* Room for "@" + a 107-byte abstract name + NUL, so that anything longer is detectable. */
-    char path[sizeof sun->sun_path + 2];
+    const size_t off = offsetof(struct sockaddr_un, sun_path), max = sizeof sun->sun_path; /* 108 */
+    char path[sizeof sun->sun_path + 2]; /* "@" + a 107-byte name + NUL: anything longer is detectable */
     size_t len, full;
     napi_value v;
 
     sun->sun_family = AF_UNIX;
     NAPI_TRY(env, napi_get_named_property(env, obj, "path", &v), return false);
-    if (is_type(env, v, napi_null)) {
-        /* No name: bind() with just the family autobinds to an abstract name (Linux). */
+    if (is_type(env, v, napi_null)) { /* just the family: bind() then autobinds to an abstract name */
         a->len = sizeof(sa_family_t);
         return true;
     }
     if (!get_string(env, v, "addr.path", path, sizeof path, &len, &full))
         return false;
-    if (path[0] == '@') {
-        /* Abstract namespace: sun_path[0] = 0, then the name's bytes (NULs allowed), no terminator. */
-        if (full - 1 > sizeof sun->sun_path - 1) {
-            throw_errno(env, syscall, ENAMETOOLONG);
-            return false;
-        }
+    if (path[0] == '@') { /* abstract: sun_path[0] = 0, then the name's bytes (NULs allowed), no terminator */
+        if (full - 1 > max - 1)
+            return throw_errno(env, syscall, ENAMETOOLONG);
         memcpy(sun->sun_path + 1, path + 1, len - 1);
-        a->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
+        a->len = (socklen_t)(off + len);
         return true;
     }
-    if (full >= sizeof sun->sun_path) { /* 108 bytes including the terminating NUL */
-        throw_errno(env, syscall, ENAMETOOLONG);
-        return false;
-    }
+    if (full >= max) /* the path and its NUL must fit */
+        return throw_errno(env, syscall, ENAMETOOLONG);
     if (strlen(path) != len)
         return invalid_address(env, syscall, path);
     memcpy(sun->sun_path, path, len); /* the NUL comes from the zeroed storage */
-    a->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + 1);
+    a->len = (socklen_t)(off + len + 1);
     return true;
 }
 
-/* JS SockAddr -> sockaddr. `syscall` names the caller for EINVAL / ENAMETOOLONG errors. */
+/* JS SockAddr -> sockaddr; `syscall` names the caller in EINVAL / ENAMETOOLONG / EAFNOSUPPORT errors. */
 static bool addr_from_js(napi_env env, napi_value obj, const char *syscall, addr_t *a)
 {
     napi_value v;
@@ -349,18 +349,16 @@ static bool addr_from_js(napi_env env, napi_value obj, const char *syscall, addr
         return inet_from_js(env, obj, family, syscall, a);
     case AF_UNIX:
         return unix_from_js(env, obj, syscall, a);
-    case AF_UNSPEC:
-        /* connect() to AF_UNSPEC dissolves a datagram socket's association. */
+    case AF_UNSPEC: /* connect() to AF_UNSPEC dissolves a datagram socket's association */
         a->ss.ss_family = AF_UNSPEC;
         a->len = sizeof(struct sockaddr);
         return true;
     default:
-        throw_errno(env, syscall, EAFNOSUPPORT);
-        return false;
+        return throw_errno(env, syscall, EAFNOSUPPORT);
     }
 }
 
-/* sockaddr as the kernel gave it -> JS SockAddr. */
+/* The kernel's sockaddr -> JS SockAddr. */
 static napi_value addr_to_js(napi_env env, const struct sockaddr_storage *ss, socklen_t len)
 {
     char host[INET6_ADDRSTRLEN];
@@ -378,7 +376,7 @@ static napi_value addr_to_js(napi_env env, const struct sockaddr_storage *ss, so
         NAPI_CALL(env, set_num(env, obj, "port", ntohs(sin->sin_port)));
     } else if (family == AF_INET6) {
         const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
-        inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof host);
+        inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof host); /* v4-mapped: "::ffff:1.2.3.4" */
         NAPI_CALL(env, set_str(env, obj, "address", host, NAPI_AUTO_LENGTH));
         NAPI_CALL(env, set_num(env, obj, "port", ntohs(sin6->sin6_port)));
         NAPI_CALL(env, set_num(env, obj, "flowinfo", ntohl(sin6->sin6_flowinfo)));
@@ -386,86 +384,80 @@ static napi_value addr_to_js(napi_env env, const struct sockaddr_storage *ss, so
     } else if (family == AF_UNIX) {
         const struct sockaddr_un *sun = (const struct sockaddr_un *)ss;
         size_t off = offsetof(struct sockaddr_un, sun_path);
-        napi_value v;
-        if (len <= off) { /* unnamed socket */
-            NAPI_CALL(env, napi_get_null(env, &v));
-            NAPI_CALL(env, napi_set_named_property(env, obj, "path", v));
+        if (len <= off) { /* unnamed */
+            NAPI_CALL(env, set_null(env, obj, "path"));
         } else if (sun->sun_path[0] == '\0') { /* abstract: "@" + the name's bytes */
-            char name[sizeof sun->sun_path + 1];
-            size_t n = len - off; /* includes the leading NUL, replaced by '@' */
+            char name[sizeof sun->sun_path];
             name[0] = '@';
-            memcpy(name + 1, sun->sun_path + 1, n - 1);
-            NAPI_CALL(env, set_str(env, obj, "path", name, n));
-        } else { /* a path; it is not NUL-terminated when it fills sun_path */
+            memcpy(name + 1, sun->sun_path + 1, len - off - 1);
+            NAPI_CALL(env, set_str(env, obj, "path", name, len - off));
+        } else { /* a path, not NUL-terminated when it fills sun_path */
             NAPI_CALL(env, set_str(env, obj, "path", sun->sun_path, strnlen(sun->sun_path, len - off)));
         }
     }
     return obj;
 }
 
-/* ------------------------------------------------------------------------------------------------ */
-/* Socket syscalls                                                                                   */
-/* ------------------------------------------------------------------------------------------------ */
+/* ---- per-env state and the Poller record -------------------------------------------------------- */
 
 typedef struct poller poller_t;
 
-/* Per-env state (napi_set_instance_data): the addon works in worker threads too. */
+/* Per-env state (napi_set_instance_data), so that the addon also works in worker threads. */
 typedef struct {
     napi_ref poller_ctor;
-    poller_t *pollers; /* open pollers, so that close(fd) and env teardown can close them */
+    poller_t *pollers; /* the open pollers: close(fd) and env teardown close them */
 } addon_t;
 
 /*
- * A Poller. Its memory is referenced by libuv until the uv_close callback ran and by the JS wrapper
- * until the wrapper's finalizer ran: it is freed when both are done (uv_closed && js_gone).
+ * libuv references a poller's memory until its uv_close callback has run, and the JS wrapper until
+ * its finalizer has run: the memory is freed when both are done (uv_closed && js_gone).
  */
 struct poller {
-    uv_poll_t handle;          /* handle.data == this */
+    uv_poll_t handle;        /* handle.data == this */
     napi_env env;
     addon_t *addon;
-    napi_ref cb;               /* strong while open, deleted at close */
-    napi_async_context actx;   /* for napi_make_callback; destroyed at close */
+    napi_ref cb;             /* the JS callback: a strong reference while open */
+    napi_async_context actx; /* for napi_make_callback */
     int fd;
-    bool open;                 /* uv_close not yet called */
-    bool uv_closed;            /* uv_close callback has run */
-    bool js_gone;              /* wrapper finalized (or never existed) */
-    poller_t *prev, *next;     /* in addon->pollers while open */
+    bool open;               /* uv_close not called yet */
+    bool uv_closed;          /* the uv_close callback has run */
+    bool js_gone;            /* the wrapper was finalized (or never came to be) */
+    poller_t *prev, *next;   /* in addon->pollers while open */
 };
 
 static void poller_close(poller_t *p);
 
+/* ---- socket syscalls ---------------------------------------------------------------------------- */
+
 static napi_value js_socket(napi_env env, napi_callback_info info)
 {
     ARGS(3);
-    int32_t domain, type, protocol;
+    int32_t a[3]; /* domain, type, protocol */
     napi_value r;
 
-    if (!get_int(env, argv[0], "domain", &domain) || !get_int(env, argv[1], "type", &type) ||
-        !get_int(env, argv[2], "protocol", &protocol))
+    if (!INT_ARGS(a, "domain", "type", "protocol"))
         return NULL;
-    int fd = socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
+    int fd = socket(a[0], a[1] | SOCK_NONBLOCK | SOCK_CLOEXEC, a[2]);
     if (fd < 0)
         SYSFAIL(env, "socket");
-    NAPI_TRY(env, napi_create_int32(env, fd, &r), close(fd); return NULL);
+    NAPI_TRY(env, napi_create_int32(env, fd, &r), close(fd); return NULL); /* JS never saw it: close it */
     return r;
 }
 
 static napi_value js_socketpair(napi_env env, napi_callback_info info)
 {
     ARGS(3);
-    int32_t domain, type, protocol;
+    int32_t a[3]; /* domain, type, protocol */
     int sv[2];
-    napi_value arr, a, b;
+    napi_value arr, fd0, fd1;
 
-    if (!get_int(env, argv[0], "domain", &domain) || !get_int(env, argv[1], "type", &type) ||
-        !get_int(env, argv[2], "protocol", &protocol))
+    if (!INT_ARGS(a, "domain", "type", "protocol"))
         return NULL;
-    if (socketpair(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol, sv) < 0)
+    if (socketpair(a[0], a[1] | SOCK_NONBLOCK | SOCK_CLOEXEC, a[2], sv) < 0)
         SYSFAIL(env, "socketpair");
-    /* Never hand out half a pair or leak both: any failure below closes them. */
-    if (napi_create_array_with_length(env, 2, &arr) != napi_ok || napi_create_int32(env, sv[0], &a) != napi_ok ||
-        napi_create_int32(env, sv[1], &b) != napi_ok || napi_set_element(env, arr, 0, a) != napi_ok ||
-        napi_set_element(env, arr, 1, b) != napi_ok) {
+    if (napi_create_array_with_length(env, 2, &arr) != napi_ok || napi_create_int32(env, sv[0], &fd0) != napi_ok ||
+        napi_create_int32(env, sv[1], &fd1) != napi_ok || napi_set_element(env, arr, 0, fd0) != napi_ok ||
+        napi_set_element(env, arr, 1, fd1) != napi_ok) {
         napi_failed(env, "socketpair result");
         close(sv[0]);
         close(sv[1]);
@@ -474,40 +466,31 @@ static napi_value js_socketpair(napi_env env, napi_callback_info info)
     return arr;
 }
 
-static napi_value js_bind(napi_env env, napi_callback_info info)
+/* bind(2) or connect(2) to a SockAddr. */
+static napi_value addr_call(napi_env env, napi_callback_info info, bool is_bind)
 {
     ARGS(2);
     int32_t fd;
     addr_t a;
+    const char *name = is_bind ? "bind" : "connect";
 
-    if (!get_int(env, argv[0], "fd", &fd) || !addr_from_js(env, argv[1], "bind", &a))
+    if (!get_int(env, argv[0], "fd", &fd) || !addr_from_js(env, argv[1], name, &a))
         return NULL;
-    if (bind(fd, (struct sockaddr *)&a.ss, a.len) < 0)
-        SYSFAIL(env, "bind");
+    if ((is_bind ? bind : connect)(fd, (struct sockaddr *)&a.ss, a.len) < 0)
+        SYSFAIL(env, name);
     return NULL;
 }
-
-static napi_value js_connect(napi_env env, napi_callback_info info)
-{
-    ARGS(2);
-    int32_t fd;
-    addr_t a;
-
-    if (!get_int(env, argv[0], "fd", &fd) || !addr_from_js(env, argv[1], "connect", &a))
-        return NULL;
-    if (connect(fd, (struct sockaddr *)&a.ss, a.len) < 0)
-        SYSFAIL(env, "connect");
-    return NULL;
-}
+static napi_value js_bind(napi_env env, napi_callback_info info) { return addr_call(env, info, true); }
+static napi_value js_connect(napi_env env, napi_callback_info info) { return addr_call(env, info, false); }
 
 static napi_value js_listen(napi_env env, napi_callback_info info)
 {
     ARGS(2);
-    int32_t fd, backlog;
+    int32_t a[2];
 
-    if (!get_int(env, argv[0], "fd", &fd) || !get_int(env, argv[1], "backlog", &backlog))
+    if (!INT_ARGS(a, "fd", "backlog"))
         return NULL;
-    if (listen(fd, backlog) < 0)
+    if (listen(a[0], a[1]) < 0)
         SYSFAIL(env, "listen");
     return NULL;
 }
@@ -552,14 +535,12 @@ static napi_value js_send(napi_env env, napi_callback_info info)
         !get_int(env, argv[2], "flags", &flags))
         return NULL;
     if (is_nullish(env, argv[3])) {
-        n = send(fd, data, len, flags | MSG_NOSIGNAL);
-        if (n < 0)
+        if ((n = send(fd, data, len, flags | MSG_NOSIGNAL)) < 0)
             SYSFAIL(env, "send");
     } else {
         if (!addr_from_js(env, argv[3], "sendto", &to))
             return NULL;
-        n = sendto(fd, data, len, flags | MSG_NOSIGNAL, (struct sockaddr *)&to.ss, to.len);
-        if (n < 0)
+        if ((n = sendto(fd, data, len, flags | MSG_NOSIGNAL, (struct sockaddr *)&to.ss, to.len)) < 0)
             SYSFAIL(env, "sendto");
     }
     return make_num(env, (double)n);
@@ -571,22 +552,19 @@ static napi_value js_sendv(napi_env env, napi_callback_info info)
     int32_t fd, flags;
     uint32_t count;
     bool is_array = false;
-    /* 16 KiB on the stack; more than IOV_MAX entries would make sendmsg fail with EMSGSIZE. */
-    struct iovec iov[IOV_MAX];
+    struct iovec iov[IOV_MAX]; /* 16 KiB; sendmsg refuses more than IOV_MAX entries (EMSGSIZE) */
     struct msghdr msg;
 
     if (!get_int(env, argv[0], "fd", &fd))
         return NULL;
     NAPI_CALL(env, napi_is_array(env, argv[1], &is_array));
-    if (!is_array) {
-        type_error(env, "chunks", "Array");
-        return NULL;
-    }
+    if (!is_array)
+        FAIL(type_error(env, "chunks", "Array"));
     if (!get_int(env, argv[2], "flags", &flags))
         return NULL;
     NAPI_CALL(env, napi_get_array_length(env, argv[1], &count));
     if (count > IOV_MAX)
-        count = IOV_MAX; /* a partial write, as the caller must handle anyway */
+        count = IOV_MAX; /* a short write, which the caller must handle anyway */
     for (uint32_t i = 0; i < count; i++) {
         napi_value chunk;
         NAPI_CALL(env, napi_get_element(env, argv[1], i, &chunk));
@@ -602,7 +580,7 @@ static napi_value js_sendv(napi_env env, napi_callback_info info)
     return make_num(env, (double)n);
 }
 
-/* Builds {data, length, truncated, from} after a successful recvmsg. */
+/* {data, length, truncated, from} after a successful recvmsg that put `got` bytes into buf. */
 static napi_value recv_result(napi_env env, const char *buf, size_t got, ssize_t n, const struct msghdr *msg)
 {
     napi_value obj, data, from;
@@ -636,10 +614,8 @@ static napi_value js_recv(napi_env env, napi_callback_info info)
         return NULL;
     size_t cap = (size_t)max;
     char *buf = cap <= sizeof stackbuf ? stackbuf : malloc(cap);
-    if (buf == NULL) {
-        throw_errno(env, "recvmsg", ENOMEM);
-        return NULL;
-    }
+    if (buf == NULL)
+        FAIL(throw_errno(env, "recvmsg", ENOMEM));
     iov.iov_base = buf;
     iov.iov_len = cap;
     memset(&msg, 0, sizeof msg);
@@ -648,14 +624,12 @@ static napi_value js_recv(napi_env env, napi_callback_info info)
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
     ssize_t n = recvmsg(fd, &msg, flags);
+    int err = errno;
     napi_value result = NULL;
-    if (n < 0) {
-        int err = errno;
+    if (n < 0)
         throw_errno(env, "recvmsg", err);
-    } else {
-        /* With MSG_TRUNC the return value can exceed what fit in the buffer. */
+    else /* with MSG_TRUNC, n can exceed what fit into the buffer */
         result = recv_result(env, buf, (size_t)n < cap ? (size_t)n : cap, n, &msg);
-    }
     if (buf != stackbuf)
         free(buf);
     return result;
@@ -664,11 +638,11 @@ static napi_value js_recv(napi_env env, napi_callback_info info)
 static napi_value js_shutdown(napi_env env, napi_callback_info info)
 {
     ARGS(2);
-    int32_t fd, how;
+    int32_t a[2];
 
-    if (!get_int(env, argv[0], "fd", &fd) || !get_int(env, argv[1], "how", &how))
+    if (!INT_ARGS(a, "fd", "how"))
         return NULL;
-    if (shutdown(fd, how) < 0)
+    if (shutdown(a[0], a[1]) < 0)
         SYSFAIL(env, "shutdown");
     return NULL;
 }
@@ -681,20 +655,21 @@ static napi_value js_close(napi_env env, napi_callback_info info)
 
     if (!get_int(env, argv[0], "fd", &fd))
         return NULL;
-    /* Safety net: a poller left open on this fd would make libuv act on whatever fd later gets the same
-     * number (its uv_close issues EPOLL_CTL_DEL by number; a start after close aborts the process). */
+    /* Safety net for a poller left open on this fd: libuv would otherwise act on whatever socket later
+     * gets the same number (its uv_close does EPOLL_CTL_DEL by number; a start after the close aborts). */
     NAPI_CALL(env, napi_get_instance_data(env, (void **)&addon));
-    for (poller_t *p = addon ? addon->pollers : NULL, *next; p != NULL; p = next) {
+    for (poller_t *p = addon->pollers, *next; p != NULL; p = next) {
         next = p->next;
         if (p->fd == fd)
             poller_close(p);
     }
-    if (close(fd) < 0 && errno != EINTR) /* Linux frees the fd even on EINTR: retrying would be wrong */
+    if (close(fd) < 0 && errno != EINTR) /* Linux frees the fd even on EINTR: a retry could hit another */
         SYSFAIL(env, "close");
     return NULL;
 }
 
-static napi_value sockname(napi_env env, napi_callback_info info, bool peer)
+/* getsockname(2) or getpeername(2). */
+static napi_value name_call(napi_env env, napi_callback_info info, bool peer)
 {
     ARGS(1);
     int32_t fd;
@@ -703,32 +678,25 @@ static napi_value sockname(napi_env env, napi_callback_info info, bool peer)
 
     if (!get_int(env, argv[0], "fd", &fd))
         return NULL;
-    memset(&ss, 0, sizeof ss);
     if ((peer ? getpeername : getsockname)(fd, (struct sockaddr *)&ss, &len) < 0)
         SYSFAIL(env, peer ? "getpeername" : "getsockname");
     return addr_to_js(env, &ss, len);
 }
+static napi_value js_getsockname(napi_env env, napi_callback_info info) { return name_call(env, info, false); }
+static napi_value js_getpeername(napi_env env, napi_callback_info info) { return name_call(env, info, true); }
 
-static napi_value js_getsockname(napi_env env, napi_callback_info info) { return sockname(env, info, false); }
-static napi_value js_getpeername(napi_env env, napi_callback_info info) { return sockname(env, info, true); }
-
-/* Reads the common (fd, level, name) prefix of the sockopt functions. */
-static bool sockopt_args(napi_env env, napi_value *argv, int32_t *fd, int32_t *level, int32_t *name)
-{
-    return get_int(env, argv[0], "fd", fd) && get_int(env, argv[1], "level", level) &&
-           get_int(env, argv[2], "name", name);
-}
+/* ---- socket options and ioctl ------------------------------------------------------------------- */
 
 static napi_value js_getsockopt_int(napi_env env, napi_callback_info info)
 {
     ARGS(3);
-    int32_t fd, level, name;
+    int32_t a[3]; /* fd, level, name */
     int value = 0;
     socklen_t len = sizeof value;
 
-    if (!sockopt_args(env, argv, &fd, &level, &name))
+    if (!INT_ARGS(a, "fd", "level", "name"))
         return NULL;
-    if (getsockopt(fd, level, name, &value, &len) < 0)
+    if (getsockopt(a[0], a[1], a[2], &value, &len) < 0)
         SYSFAIL(env, "getsockopt");
     return make_num(env, value);
 }
@@ -736,11 +704,11 @@ static napi_value js_getsockopt_int(napi_env env, napi_callback_info info)
 static napi_value js_setsockopt_int(napi_env env, napi_callback_info info)
 {
     ARGS(4);
-    int32_t fd, level, name, value;
+    int32_t a[4]; /* fd, level, name, value */
 
-    if (!sockopt_args(env, argv, &fd, &level, &name) || !get_int(env, argv[3], "value", &value))
+    if (!INT_ARGS(a, "fd", "level", "name", "value"))
         return NULL;
-    if (setsockopt(fd, level, name, &value, sizeof value) < 0)
+    if (setsockopt(a[0], a[1], a[2], &a[3], sizeof a[3]) < 0)
         SYSFAIL(env, "setsockopt");
     return NULL;
 }
@@ -749,13 +717,12 @@ static napi_value js_getsockopt_linger(napi_env env, napi_callback_info info)
 {
     ARGS(1);
     int32_t fd;
-    struct linger l;
+    struct linger l = { 0, 0 };
     socklen_t len = sizeof l;
     napi_value obj;
 
     if (!get_int(env, argv[0], "fd", &fd))
         return NULL;
-    memset(&l, 0, sizeof l);
     if (getsockopt(fd, SOL_SOCKET, SO_LINGER, &l, &len) < 0)
         SYSFAIL(env, "getsockopt");
     NAPI_CALL(env, napi_create_object(env, &obj));
@@ -770,25 +737,19 @@ static napi_value js_setsockopt_linger(napi_env env, napi_callback_info info)
     int32_t fd, secs;
     bool onoff;
     napi_value v;
-    struct linger l;
 
     if (!get_int(env, argv[0], "fd", &fd))
         return NULL;
-    if (!is_type(env, argv[1], napi_object)) {
-        type_error(env, "value", "object");
-        return NULL;
-    }
+    if (!is_type(env, argv[1], napi_object))
+        FAIL(type_error(env, "value", "object"));
     NAPI_CALL(env, napi_get_named_property(env, argv[1], "onoff", &v));
-    if (!is_type(env, v, napi_boolean)) {
-        type_error(env, "value.onoff", "boolean");
-        return NULL;
-    }
+    if (!is_type(env, v, napi_boolean))
+        FAIL(type_error(env, "value.onoff", "boolean"));
     NAPI_CALL(env, napi_get_value_bool(env, v, &onoff));
     NAPI_CALL(env, napi_get_named_property(env, argv[1], "linger", &v));
     if (!get_int(env, v, "value.linger", &secs))
         return NULL;
-    l.l_onoff = onoff;
-    l.l_linger = secs;
+    struct linger l = { onoff, secs };
     if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l) < 0)
         SYSFAIL(env, "setsockopt");
     return NULL;
@@ -797,61 +758,51 @@ static napi_value js_setsockopt_linger(napi_env env, napi_callback_info info)
 static napi_value js_getsockopt_timeval(napi_env env, napi_callback_info info)
 {
     ARGS(3);
-    int32_t fd, level, name;
-    struct timeval tv;
+    int32_t a[3]; /* fd, level, name */
+    struct timeval tv = { 0, 0 };
     socklen_t len = sizeof tv;
 
-    if (!sockopt_args(env, argv, &fd, &level, &name))
+    if (!INT_ARGS(a, "fd", "level", "name"))
         return NULL;
-    memset(&tv, 0, sizeof tv);
-    if (getsockopt(fd, level, name, &tv, &len) < 0)
+    if (getsockopt(a[0], a[1], a[2], &tv, &len) < 0)
         SYSFAIL(env, "getsockopt");
-    /* Exact, so possibly fractional: the kernel keeps the timeout in jiffies. */
+    /* Exact, hence possibly fractional: the kernel keeps the timeout in jiffies. */
     return make_num(env, (double)tv.tv_sec * 1000.0 + (double)tv.tv_usec / 1000.0);
 }
 
 static napi_value js_setsockopt_timeval(napi_env env, napi_callback_info info)
 {
     ARGS(4);
-    int32_t fd, level, name;
+    int32_t a[3]; /* fd, level, name */
     double ms;
-    struct timeval tv;
 
-    if (!sockopt_args(env, argv, &fd, &level, &name))
+    if (!INT_ARGS(a, "fd", "level", "name"))
         return NULL;
-    if (!is_type(env, argv[3], napi_number)) {
-        type_error(env, "ms", "number");
-        return NULL;
-    }
+    if (!is_type(env, argv[3], napi_number))
+        FAIL(type_error(env, "ms", "number"));
     NAPI_CALL(env, napi_get_value_double(env, argv[3], &ms));
-    if (!(ms >= 0 && ms <= 1e15)) {
-        range_error(env, "ms", 0, 1e15);
-        return NULL;
-    }
-    tv.tv_sec = (time_t)(ms / 1000.0);
+    if (!(ms >= 0 && ms <= 1e15))
+        FAIL(range_error(env, "ms", 0, 1e15));
+    struct timeval tv = { .tv_sec = (time_t)(ms / 1000.0) };
     tv.tv_usec = (suseconds_t)((ms - (double)tv.tv_sec * 1000.0) * 1000.0);
-    if (setsockopt(fd, level, name, &tv, sizeof tv) < 0)
+    if (setsockopt(a[0], a[1], a[2], &tv, sizeof tv) < 0)
         SYSFAIL(env, "setsockopt");
     return NULL;
 }
 
-/* TcpInfo property -> struct tcp_info field (all u8 or u32; glibc's struct, no bitfields used). */
+/* TcpInfo property -> glibc's struct tcp_info field (each a u8 or a u32). */
 #define TI(js, field) { js, offsetof(struct tcp_info, field), sizeof(((struct tcp_info *)0)->field) }
 static const struct {
     const char *name;
     size_t offset, size;
 } tcpi_fields[] = {
-    TI("state", tcpi_state),           TI("caState", tcpi_ca_state),
-    TI("retransmits", tcpi_retransmits), TI("probes", tcpi_probes),
-    TI("backoff", tcpi_backoff),       TI("rto", tcpi_rto),
-    TI("ato", tcpi_ato),               TI("sndMss", tcpi_snd_mss),
-    TI("rcvMss", tcpi_rcv_mss),        TI("unacked", tcpi_unacked),
-    TI("sacked", tcpi_sacked),         TI("lost", tcpi_lost),
-    TI("retrans", tcpi_retrans),       TI("lastDataSent", tcpi_last_data_sent),
-    TI("lastDataRecv", tcpi_last_data_recv), TI("pmtu", tcpi_pmtu),
-    TI("rcvSsthresh", tcpi_rcv_ssthresh), TI("rtt", tcpi_rtt),
-    TI("rttvar", tcpi_rttvar),         TI("sndSsthresh", tcpi_snd_ssthresh),
-    TI("sndCwnd", tcpi_snd_cwnd),      TI("advmss", tcpi_advmss),
+    TI("state", tcpi_state), TI("caState", tcpi_ca_state), TI("retransmits", tcpi_retransmits),
+    TI("probes", tcpi_probes), TI("backoff", tcpi_backoff), TI("rto", tcpi_rto), TI("ato", tcpi_ato),
+    TI("sndMss", tcpi_snd_mss), TI("rcvMss", tcpi_rcv_mss), TI("unacked", tcpi_unacked),
+    TI("sacked", tcpi_sacked), TI("lost", tcpi_lost), TI("retrans", tcpi_retrans),
+    TI("lastDataSent", tcpi_last_data_sent), TI("lastDataRecv", tcpi_last_data_recv), TI("pmtu", tcpi_pmtu),
+    TI("rcvSsthresh", tcpi_rcv_ssthresh), TI("rtt", tcpi_rtt), TI("rttvar", tcpi_rttvar),
+    TI("sndSsthresh", tcpi_snd_ssthresh), TI("sndCwnd", tcpi_snd_cwnd), TI("advmss", tcpi_advmss),
     TI("reordering", tcpi_reordering), TI("totalRetrans", tcpi_total_retrans),
 };
 #undef TI
@@ -866,18 +817,16 @@ static napi_value js_tcp_info(napi_env env, napi_callback_info info)
 
     if (!get_int(env, argv[0], "fd", &fd))
         return NULL;
-    memset(&ti, 0, sizeof ti); /* an older kernel may fill less than glibc's struct: rest reads 0 */
+    memset(&ti, 0, sizeof ti); /* an older kernel may fill less than glibc's struct: the rest reads 0 */
     if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
         SYSFAIL(env, "getsockopt");
     NAPI_CALL(env, napi_create_object(env, &obj));
     for (size_t i = 0; i < sizeof tcpi_fields / sizeof tcpi_fields[0]; i++) {
         const unsigned char *src = (const unsigned char *)&ti + tcpi_fields[i].offset;
-        uint32_t v32 = 0;
-        if (tcpi_fields[i].size == 1)
-            v32 = *src;
-        else
-            memcpy(&v32, src, sizeof v32);
-        NAPI_CALL(env, set_num(env, obj, tcpi_fields[i].name, v32));
+        uint32_t v = *src;
+        if (tcpi_fields[i].size == sizeof v)
+            memcpy(&v, src, sizeof v);
+        NAPI_CALL(env, set_num(env, obj, tcpi_fields[i].name, v));
     }
     return obj;
 }
@@ -889,7 +838,7 @@ static napi_value js_ioctl_int(napi_env env, napi_callback_info info)
     double request;
     int value = 0;
 
-    /* Requests are unsigned 32-bit codes; accept them as signed too (e.g. from a C int cast). */
+    /* Requests are unsigned 32-bit codes; accept them written as signed ints too. */
     if (!get_int(env, argv[0], "fd", &fd) || !get_integer(env, argv[1], "request", INT32_MIN, UINT32_MAX, &request))
         return NULL;
     if (ioctl(fd, (unsigned long)(uint32_t)(int64_t)request, &value) < 0)
@@ -899,47 +848,35 @@ static napi_value js_ioctl_int(napi_env env, napi_callback_info info)
 
 static napi_value js_fd_count(napi_env env, napi_callback_info info)
 {
-    DIR *dir;
+    DIR *dir = opendir("/proc/self/fd");
     struct dirent *e;
     int count = 0;
 
     (void)info;
-    if ((dir = opendir("/proc/self/fd")) == NULL)
+    if (dir == NULL)
         SYSFAIL(env, "opendir");
-    int self = dirfd(dir);
     errno = 0;
-    while ((e = readdir(dir)) != NULL) {
-        if (e->d_name[0] == '.' || atoi(e->d_name) == self) /* ".", ".." and the listing's own fd */
-            continue;
-        count++;
-    }
+    while ((e = readdir(dir)) != NULL)
+        if (e->d_name[0] != '.' && atoi(e->d_name) != dirfd(dir)) /* not ".", ".." nor the listing's fd */
+            count++;
     int err = errno;
     closedir(dir);
-    if (err != 0) {
-        throw_errno(env, "readdir", err);
-        return NULL;
-    }
+    if (err != 0)
+        FAIL(throw_errno(env, "readdir", err));
     return make_num(env, count);
 }
 
-/* ------------------------------------------------------------------------------------------------ */
-/* Poller: a one-shot uv_poll_t                                                                      */
-/* ------------------------------------------------------------------------------------------------ */
-
-static void poller_maybe_free(poller_t *p)
-{
-    if (p->uv_closed && p->js_gone)
-        free(p);
-}
+/* ---- Poller: a one-shot uv_poll_t --------------------------------------------------------------- */
 
 static void on_uv_closed(uv_handle_t *h)
 {
     poller_t *p = h->data;
     p->uv_closed = true;
-    poller_maybe_free(p);
+    if (p->js_gone)
+        free(p);
 }
 
-/* Idempotent. After it, no JS callback runs (libuv does not call poll_cb for a closing handle). */
+/* Idempotent. No JS callback follows: libuv never calls poll_cb for a closing handle. */
 static void poller_close(poller_t *p)
 {
     if (!p->open)
@@ -951,8 +888,7 @@ static void poller_close(poller_t *p)
         p->addon->pollers = p->next;
     if (p->next)
         p->next->prev = p->prev;
-    p->prev = p->next = NULL;
-    uv_close((uv_handle_t *)&p->handle, on_uv_closed); /* stops the poll, removes the fd from epoll */
+    uv_close((uv_handle_t *)&p->handle, on_uv_closed); /* stops the poll and takes the fd out of epoll */
     if (p->cb != NULL)
         napi_delete_reference(p->env, p->cb);
     if (p->actx != NULL)
@@ -961,15 +897,17 @@ static void poller_close(poller_t *p)
     p->actx = NULL;
 }
 
-/* The wrapper was garbage-collected: close the handle if JS never did; memory goes when libuv is done. */
+/* The wrapper was garbage-collected: close the handle if JS did not; the memory goes once libuv is done. */
 static void poller_finalize(napi_env env, void *data, void *hint)
 {
     poller_t *p = data;
+
     (void)env;
     (void)hint;
     p->js_gone = true;
     poller_close(p);
-    poller_maybe_free(p);
+    if (p->uv_closed)
+        free(p);
 }
 
 static void on_poll(uv_poll_t *h, int status, int events)
@@ -977,15 +915,15 @@ static void on_poll(uv_poll_t *h, int status, int events)
     poller_t *p = h->data;
     napi_env env = p->env;
     napi_handle_scope scope;
-    napi_value cb, global, argv[2], result;
+    napi_value cb, global, argv[2], result, exc;
 
-    /* One-shot: stop before JS runs. uv_poll is level-triggered, so a watch left armed would call back on
-     * every loop iteration until the fd is drained, which the JS side may do much later. */
+    /* One-shot: stop before JS runs. uv_poll is level-triggered: left armed, it would call back on every
+     * loop iteration until the fd is drained, which the JS side may do much later. */
     if (!uv_is_closing((uv_handle_t *)h))
         uv_poll_stop(h);
     if (!p->open || p->cb == NULL)
         return;
-    /* libuv reports POLLERR as status UV_EBADF with no events: mark both ready so that every waiter
+    /* libuv reports POLLERR as status UV_EBADF with no events: report both events so that every waiter
      * retries its syscall and gets the real errno from it. */
     if (status < 0)
         events = UV_READABLE | UV_WRITABLE;
@@ -993,15 +931,12 @@ static void on_poll(uv_poll_t *h, int status, int events)
         return;
     if (napi_get_reference_value(env, p->cb, &cb) == napi_ok && cb != NULL &&
         napi_get_global(env, &global) == napi_ok && napi_create_int32(env, status, &argv[0]) == napi_ok &&
-        napi_create_int32(env, events, &argv[1]) == napi_ok) {
-        /* napi_make_callback (not napi_call_function) so that nextTicks and microtasks queued by the
-         * callback run when it returns, as for any of Node's own I/O callbacks. */
-        if (napi_make_callback(env, p->actx, global, cb, 2, argv, &result) == napi_pending_exception) {
-            napi_value exc;
-            if (napi_get_and_clear_last_exception(env, &exc) == napi_ok)
-                napi_fatal_exception(env, exc); /* -> process 'uncaughtException' */
-        }
-    }
+        napi_create_int32(env, events, &argv[1]) == napi_ok &&
+        /* napi_make_callback, not napi_call_function: the nextTicks and microtasks the callback queues
+         * then run as it returns, as after Node's own I/O callbacks, not after the whole epoll batch. */
+        napi_make_callback(env, p->actx, global, cb, 2, argv, &result) == napi_pending_exception &&
+        napi_get_and_clear_last_exception(env, &exc) == napi_ok)
+        napi_fatal_exception(env, exc); /* no JS caller to throw to: process 'uncaughtException' */
     napi_close_handle_scope(env, scope);
 }
 
@@ -1009,13 +944,10 @@ static poller_t *this_poller(napi_env env, napi_callback_info info, napi_value *
 {
     napi_value self;
     poller_t *p = NULL;
-    size_t argc = n;
 
-    NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, &self, NULL));
-    if (napi_unwrap(env, self, (void **)&p) != napi_ok || p == NULL) {
-        napi_throw_type_error(env, "ERR_INVALID_THIS", "Value of \"this\" must be of type Poller");
-        return NULL;
-    }
+    NAPI_CALL(env, napi_get_cb_info(env, info, &n, argv, &self, NULL));
+    if (napi_unwrap(env, self, (void **)&p) != napi_ok || p == NULL)
+        FAIL(napi_throw_type_error(env, "ERR_INVALID_THIS", "Value of \"this\" must be of type Poller"));
     return p;
 }
 
@@ -1028,19 +960,13 @@ static napi_value js_poller_start(napi_env env, napi_callback_info info)
 
     if (p == NULL || !get_int(env, argv[0], "events", &events))
         return NULL;
-    if (events & ~all) { /* libuv asserts on unknown bits */
-        range_error(env, "events", 0, all);
-        return NULL;
-    }
-    if (!p->open) {
-        throw_errno(env, "uv_poll_start", EBADF);
-        return NULL;
-    }
-    int rc = uv_poll_start(&p->handle, events, on_poll); /* re-arms if already started */
-    if (rc < 0) {
-        throw_errno(env, "uv_poll_start", -rc);
-        return NULL;
-    }
+    if (events & ~all) /* libuv asserts on unknown bits */
+        FAIL(range_error(env, "events", 0, all));
+    if (!p->open)
+        FAIL(throw_errno(env, "uv_poll_start", EBADF));
+    int rc = uv_poll_start(&p->handle, events, on_poll); /* re-arms with the new events if started */
+    if (rc < 0)
+        FAIL(throw_errno(env, "uv_poll_start", -rc));
     return NULL;
 }
 
@@ -1077,24 +1003,19 @@ static napi_value js_create_poller(napi_env env, napi_callback_info info)
 
     if (!get_int(env, argv[0], "fd", &fd))
         return NULL;
-    if (!is_type(env, argv[1], napi_function)) {
-        type_error(env, "callback", "function");
-        return NULL;
-    }
+    if (!is_type(env, argv[1], napi_function))
+        FAIL(type_error(env, "callback", "function"));
     NAPI_CALL(env, napi_get_instance_data(env, (void **)&addon));
     NAPI_CALL(env, napi_get_reference_value(env, addon->poller_ctor, &ctor));
     NAPI_CALL(env, napi_new_instance(env, ctor, 0, NULL, &obj));
     NAPI_CALL(env, napi_get_uv_event_loop(env, &loop));
     poller_t *p = calloc(1, sizeof *p);
-    if (p == NULL) {
-        throw_errno(env, "uv_poll_init", ENOMEM);
-        return NULL;
-    }
-    int rc = uv_poll_init_socket(loop, &p->handle, fd); /* fails (EBADF, EPERM...) before touching the loop */
+    if (p == NULL)
+        FAIL(throw_errno(env, "uv_poll_init", ENOMEM));
+    int rc = uv_poll_init_socket(loop, &p->handle, fd); /* on failure the loop has not seen the handle */
     if (rc < 0) {
         free(p);
-        throw_errno(env, "uv_poll_init", -rc);
-        return NULL;
+        FAIL(throw_errno(env, "uv_poll_init", -rc));
     }
     p->handle.data = p;
     p->env = env;
@@ -1105,7 +1026,7 @@ static napi_value js_create_poller(napi_env env, napi_callback_info info)
     if (p->next)
         p->next->prev = p;
     addon->pollers = p;
-    /* From here the handle is in the loop: every failure path must go through poller_close. */
+    /* From here the handle belongs to the loop: every failure path goes through poller_close. */
     if (napi_wrap(env, obj, p, poller_finalize, NULL, NULL) != napi_ok) {
         napi_failed(env, "napi_wrap");
         p->js_gone = true; /* no finalizer will come: on_uv_closed frees */
@@ -1119,30 +1040,24 @@ static napi_value js_create_poller(napi_env env, napi_callback_info info)
     return obj;
 }
 
-/* ------------------------------------------------------------------------------------------------ */
-/* Constants and module init                                                                         */
-/* ------------------------------------------------------------------------------------------------ */
+/* ---- constants and module init ------------------------------------------------------------------ */
 
 #define C(name) { #name, name }
 static const struct {
     const char *name;
     int64_t value;
 } constants[] = {
-    C(AF_INET), C(AF_INET6), C(AF_UNIX), C(AF_UNSPEC),
-    C(SOCK_STREAM), C(SOCK_DGRAM), C(SOCK_SEQPACKET), C(SOCK_RAW),
-    C(IPPROTO_IP), C(IPPROTO_IPV6), C(IPPROTO_TCP), C(IPPROTO_UDP), C(IPPROTO_ICMP), C(IPPROTO_ICMPV6),
-    C(SOL_SOCKET), C(SO_REUSEADDR), C(SO_REUSEPORT), C(SO_KEEPALIVE), C(SO_BROADCAST), C(SO_RCVBUF),
-    C(SO_SNDBUF), C(SO_LINGER), C(SO_TYPE), C(SO_ERROR), C(SO_RCVTIMEO), C(SO_SNDTIMEO), C(SO_ACCEPTCONN),
-    C(SO_DOMAIN), C(SO_PROTOCOL), C(SO_OOBINLINE), C(SO_RCVLOWAT), C(SO_SNDLOWAT), C(SO_PRIORITY),
-    C(SO_DONTROUTE),
-    C(TCP_NODELAY), C(TCP_MAXSEG), C(TCP_KEEPIDLE), C(TCP_KEEPINTVL), C(TCP_KEEPCNT), C(TCP_CORK),
-    C(TCP_QUICKACK), C(TCP_INFO), C(TCP_USER_TIMEOUT),
-    C(IP_TTL), C(IP_TOS), C(IP_MULTICAST_TTL), C(IP_MULTICAST_LOOP), C(IP_RECVERR),
-    C(IPV6_V6ONLY), C(IPV6_UNICAST_HOPS), C(IPV6_MULTICAST_HOPS),
-    C(MSG_PEEK), C(MSG_WAITALL), C(MSG_TRUNC), C(MSG_DONTWAIT), C(MSG_OOB), C(MSG_NOSIGNAL), C(MSG_MORE),
-    C(MSG_DONTROUTE),
-    C(SHUT_RD), C(SHUT_WR), C(SHUT_RDWR),
-    C(SIOCINQ), C(SIOCOUTQ), C(FIONREAD), C(SOMAXCONN),
+    C(AF_INET), C(AF_INET6), C(AF_UNIX), C(AF_UNSPEC), C(SOCK_STREAM), C(SOCK_DGRAM), C(SOCK_SEQPACKET),
+    C(SOCK_RAW), C(IPPROTO_IP), C(IPPROTO_IPV6), C(IPPROTO_TCP), C(IPPROTO_UDP), C(IPPROTO_ICMP),
+    C(IPPROTO_ICMPV6), C(SOL_SOCKET), C(SO_REUSEADDR), C(SO_REUSEPORT), C(SO_KEEPALIVE), C(SO_BROADCAST),
+    C(SO_RCVBUF), C(SO_SNDBUF), C(SO_LINGER), C(SO_TYPE), C(SO_ERROR), C(SO_RCVTIMEO), C(SO_SNDTIMEO),
+    C(SO_ACCEPTCONN), C(SO_DOMAIN), C(SO_PROTOCOL), C(SO_OOBINLINE), C(SO_RCVLOWAT), C(SO_SNDLOWAT),
+    C(SO_PRIORITY), C(SO_DONTROUTE), C(TCP_NODELAY), C(TCP_MAXSEG), C(TCP_KEEPIDLE), C(TCP_KEEPINTVL),
+    C(TCP_KEEPCNT), C(TCP_CORK), C(TCP_QUICKACK), C(TCP_INFO), C(TCP_USER_TIMEOUT), C(IP_TTL), C(IP_TOS),
+    C(IP_MULTICAST_TTL), C(IP_MULTICAST_LOOP), C(IP_RECVERR), C(IPV6_V6ONLY), C(IPV6_UNICAST_HOPS),
+    C(IPV6_MULTICAST_HOPS), C(MSG_PEEK), C(MSG_WAITALL), C(MSG_TRUNC), C(MSG_DONTWAIT), C(MSG_OOB),
+    C(MSG_NOSIGNAL), C(MSG_MORE), C(MSG_DONTROUTE), C(SHUT_RD), C(SHUT_WR), C(SHUT_RDWR), C(SIOCINQ),
+    C(SIOCOUTQ), C(FIONREAD), C(SOMAXCONN),
     { "POLL_READABLE", UV_READABLE }, { "POLL_WRITABLE", UV_WRITABLE },
     { "POLL_DISCONNECT", UV_DISCONNECT }, { "POLL_PRIORITIZED", UV_PRIORITIZED },
     C(EAGAIN), C(EWOULDBLOCK), C(EINPROGRESS), C(EALREADY), C(EISCONN), C(ENOTCONN), C(ECONNREFUSED),
@@ -1154,7 +1069,7 @@ static const struct {
 };
 #undef C
 
-/* Env teardown (worker exit, process end): close the handles JS left open so the loop can close. */
+/* Env teardown (worker exit, process end): close the handles JS left open, so the loop can close. */
 static void addon_cleanup(void *arg)
 {
     addon_t *addon = arg;
@@ -1165,55 +1080,49 @@ static void addon_cleanup(void *arg)
 static void addon_finalize(napi_env env, void *data, void *hint)
 {
     addon_t *addon = data;
+
     (void)hint;
-    napi_remove_env_cleanup_hook(env, addon_cleanup, addon); /* in case it has not run yet */
+    napi_remove_env_cleanup_hook(env, addon_cleanup, addon); /* in case it has not run */
     addon_cleanup(addon);
     if (addon->poller_ctor != NULL)
         napi_delete_reference(env, addon->poller_ctor);
     free(addon);
 }
 
+#define METHOD(name, fn) { name, NULL, fn, NULL, NULL, NULL, napi_default_method, NULL }
+#define FN(name, fn) { name, NULL, fn, NULL, NULL, NULL, napi_enumerable, NULL }
+
 NAPI_MODULE_INIT()
 {
-    napi_value ctor, consts, v;
+    napi_value ctor, consts;
     addon_t *addon = calloc(1, sizeof *addon);
+    const napi_property_descriptor methods[] = {
+        METHOD("start", js_poller_start), METHOD("stop", js_poller_stop), METHOD("close", js_poller_close),
+    };
+    const napi_property_descriptor fns[] = {
+        FN("socket", js_socket), FN("socketpair", js_socketpair), FN("bind", js_bind), FN("listen", js_listen),
+        FN("accept", js_accept), FN("connect", js_connect), FN("send", js_send), FN("sendv", js_sendv),
+        FN("recv", js_recv), FN("shutdown", js_shutdown), FN("close", js_close),
+        FN("getsockname", js_getsockname), FN("getpeername", js_getpeername),
+        FN("getsockoptInt", js_getsockopt_int), FN("setsockoptInt", js_setsockopt_int),
+        FN("getsockoptLinger", js_getsockopt_linger), FN("setsockoptLinger", js_setsockopt_linger),
+        FN("getsockoptTimeval", js_getsockopt_timeval), FN("setsockoptTimeval", js_setsockopt_timeval),
+        FN("tcpInfo", js_tcp_info), FN("ioctlInt", js_ioctl_int), FN("fdCount", js_fd_count),
+        FN("createPoller", js_create_poller),
+    };
 
-    if (addon == NULL) {
-        napi_throw_error(env, "ENOMEM", "sockctl: out of memory");
-        return NULL;
-    }
+    if (addon == NULL)
+        FAIL(napi_throw_error(env, "ENOMEM", "sockctl: out of memory"));
     NAPI_TRY(env, napi_set_instance_data(env, addon, addon_finalize, NULL), free(addon); return NULL);
     NAPI_CALL(env, napi_add_env_cleanup_hook(env, addon_cleanup, addon));
-
-    const napi_property_descriptor poller_methods[] = {
-        { "start", NULL, js_poller_start, NULL, NULL, NULL, napi_default_method, NULL },
-        { "stop", NULL, js_poller_stop, NULL, NULL, NULL, napi_default_method, NULL },
-        { "close", NULL, js_poller_close, NULL, NULL, NULL, napi_default_method, NULL },
-    };
     NAPI_CALL(env, napi_define_class(env, "Poller", NAPI_AUTO_LENGTH, js_poller_ctor, NULL,
-                                     sizeof poller_methods / sizeof poller_methods[0], poller_methods, &ctor));
+                                     sizeof methods / sizeof methods[0], methods, &ctor));
     NAPI_CALL(env, napi_create_reference(env, ctor, 1, &addon->poller_ctor));
-
-#define F(name, fn) { name, NULL, fn, NULL, NULL, NULL, napi_enumerable, NULL }
-    const napi_property_descriptor fns[] = {
-        F("socket", js_socket), F("socketpair", js_socketpair), F("bind", js_bind), F("listen", js_listen),
-        F("accept", js_accept), F("connect", js_connect), F("send", js_send), F("sendv", js_sendv),
-        F("recv", js_recv), F("shutdown", js_shutdown), F("close", js_close),
-        F("getsockname", js_getsockname), F("getpeername", js_getpeername),
-        F("getsockoptInt", js_getsockopt_int), F("setsockoptInt", js_setsockopt_int),
-        F("getsockoptLinger", js_getsockopt_linger), F("setsockoptLinger", js_setsockopt_linger),
-        F("getsockoptTimeval", js_getsockopt_timeval), F("setsockoptTimeval", js_setsockopt_timeval),
-        F("tcpInfo", js_tcp_info), F("ioctlInt", js_ioctl_int), F("fdCount", js_fd_count),
-        F("createPoller", js_create_poller),
-    };
-#undef F
     NAPI_CALL(env, napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns));
-
     NAPI_CALL(env, napi_create_object(env, &consts));
     for (size_t i = 0; i < sizeof constants / sizeof constants[0]; i++)
         NAPI_CALL(env, set_num(env, consts, constants[i].name, (double)constants[i].value));
     NAPI_CALL(env, napi_object_freeze(env, consts));
     NAPI_CALL(env, napi_set_named_property(env, exports, "constants", consts));
-    (void)v;
     return exports;
 }

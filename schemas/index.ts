@@ -16,6 +16,7 @@ import {
   SocketPairBody,
 } from './operations.js';
 import { Linger, SocketOptions } from './options.js';
+import { ClientOp, StreamEvent } from './streams.js';
 import { AsyncError, Family, KernelView, Protocol, Socket, SocketList, SocketPair, SocketState, SocketStats, SocketType } from './socket.js';
 
 /** Every shared schema, registered once with `addSchema` and published in openapi/ under its `$id`. */
@@ -51,4 +52,6 @@ export const sharedSchemas: TSchema[] = [
   ShutdownBody,
   SocketPairBody,
   Health,
+  ClientOp,
+  StreamEvent,
 ];

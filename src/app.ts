@@ -7,6 +7,8 @@ import socketCalls from '../routes/socket-calls.js';
 import socketData from '../routes/socket-data.js';
 import socketpairs from '../routes/socketpairs.js';
 import sockets from '../routes/sockets.js';
+import stream from '../routes/stream.js';
+import eventsRoutes from '../routes/events.js';
 import { sharedSchemas } from '../schemas/index.js';
 import type { Config } from './config.js';
 import { EventLog } from './events/event-log.js';
@@ -14,6 +16,7 @@ import { installAuth } from './plugins/auth.js';
 import { installErrorHandler } from './plugins/error-handler.js';
 import { installSwagger } from './plugins/swagger.js';
 import { installValidators } from './plugins/validation.js';
+import { installWebsocket } from './plugins/websocket.js';
 import { Registry } from './sockets/registry.js';
 
 declare module 'fastify' {
@@ -77,6 +80,7 @@ export async function buildApp(
   });
   installAuth(app, config.token);
   await installSwagger(app, VERSION);
+  await installWebsocket(app, config);
 
   await app.register(health);
   await app.register(sockets);
@@ -84,5 +88,7 @@ export async function buildApp(
   await app.register(socketData);
   await app.register(options);
   await app.register(socketpairs);
+  await app.register(stream);
+  await app.register(eventsRoutes);
   return app;
 }

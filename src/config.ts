@@ -38,6 +38,21 @@ export const ConfigSchema = Type.Object({
   defaultBacklog: Type.Integer({ minimum: 0, default: 128, env: 'SOCKCTL_DEFAULT_BACKLOG' }),
   /** Events kept for replay. */
   eventLogSize: Type.Integer({ minimum: 16, default: 10_000, env: 'SOCKCTL_EVENT_LOG_SIZE' }),
+  /** Consumer streams: bytes kept after delivery so that a client can resume with ?offset=, and for how long. */
+  streamRetainBytes: Type.Integer({ minimum: 0, default: 8 * 1024 * 1024, env: 'SOCKCTL_STREAM_RETAIN_BYTES' }),
+  streamRetainMs: Type.Integer({ minimum: 0, default: 60_000, env: 'SOCKCTL_STREAM_RETAIN_MS' }),
+  /** A consumer's WebSocket may hold this many unsent bytes before the service stops reading the socket. */
+  streamHighWaterBytes: Type.Integer({ minimum: 1024, default: 4 * 1024 * 1024, env: 'SOCKCTL_STREAM_HIGH_WATER_BYTES' }),
+  /** Bytes from a consumer waiting for the socket's send buffer before its WebSocket is paused. */
+  streamWriteQueueBytes: Type.Integer({ minimum: 1024, default: 4 * 1024 * 1024, env: 'SOCKCTL_STREAM_WRITE_QUEUE_BYTES' }),
+  /** Largest WebSocket message accepted from a client. */
+  wsMaxPayload: Type.Integer({ minimum: 1024, default: 16 * 1024 * 1024, env: 'SOCKCTL_WS_MAX_PAYLOAD' }),
+  /** Ping interval; a client that misses a pong by the next ping is dropped. */
+  wsPingMs: Type.Integer({ minimum: 100, default: 30_000, env: 'SOCKCTL_WS_PING_MS' }),
+  /** Events queued for a slow observer before the oldest are dropped (and a gap reported). */
+  observerQueue: Type.Integer({ minimum: 1, default: 10_000, env: 'SOCKCTL_OBSERVER_QUEUE' }),
+  /** Observers (WebSocket + SSE) at once. */
+  maxObservers: Type.Integer({ minimum: 1, default: 256, env: 'SOCKCTL_MAX_OBSERVERS' }),
   logLevel: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
     default: 'info',
     env: 'SOCKCTL_LOG_LEVEL',

@@ -11,7 +11,8 @@ export interface SockEvent {
   [field: string]: unknown;
 }
 
-export type EventListener = (event: SockEvent) => void;
+/** `payload` is the bytes of a data/sent event, for observers that asked for copies; never stored. */
+export type EventListener = (event: SockEvent, payload?: Buffer) => void;
 
 export class EventLog {
   private readonly ring: (SockEvent | undefined)[];
@@ -23,11 +24,15 @@ export class EventLog {
   }
 
   /** Appends one event and hands it to every listener. */
-  emit(socket: string, type: string, fields: Record<string, unknown> = {}): SockEvent {
+  emit(socket: string, type: string, fields: Record<string, unknown> = {}, payload?: Buffer): SockEvent {
     const event: SockEvent = { seq: this.nextSeq++, ts: new Date().toISOString(), socket, type, ...fields };
     this.ring[event.seq % this.capacity] = event;
-    for (const l of this.listeners) l(event);
+    for (const l of this.listeners) l(event, payload);
     return event;
+  }
+
+  get subscribers(): number {
+    return this.listeners.size;
   }
 
   /** The seq the next event will get. */

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { C, native, type Poller } from './native.js';
 
-export type WaitOutcome = 'ready' | 'timeout' | 'closed';
+export type WaitOutcome = 'ready' | 'timeout' | 'closed' | 'cancelled';
 export type Readiness = 'readable' | 'writable';
 
 interface Waiter {
@@ -23,9 +23,13 @@ export class FdWatcher {
 
   constructor(private readonly fd: number) {}
 
-  /** Resolves 'ready' when the fd is readable/writable (or errored), 'timeout' after timeoutMs, 'closed' on close(). */
-  wait(what: Readiness, timeoutMs: number): Promise<WaitOutcome> {
+  /**
+   * Resolves 'ready' when the fd is readable/writable (or errored), 'timeout' after timeoutMs, 'closed' on
+   * close(), 'cancelled' when `signal` aborts.
+   */
+  wait(what: Readiness, timeoutMs: number, signal?: AbortSignal): Promise<WaitOutcome> {
     if (this.closed) return Promise.resolve('closed');
+    if (signal?.aborted) return Promise.resolve('cancelled');
     if (timeoutMs <= 0) return Promise.resolve('timeout');
     return new Promise<WaitOutcome>((resolve) => {
       const waiter: Waiter = {
@@ -34,9 +38,15 @@ export class FdWatcher {
         settle: (outcome) => {
           if (!this.waiters.delete(waiter)) return;
           if (waiter.timer) clearTimeout(waiter.timer);
+          signal?.removeEventListener('abort', onAbort);
           resolve(outcome);
         },
       };
+      const onAbort = () => {
+        waiter.settle('cancelled');
+        this.arm();
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
       if (Number.isFinite(timeoutMs)) waiter.timer = setTimeout(() => {
         waiter.settle('timeout');
         this.arm();

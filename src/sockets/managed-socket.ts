@@ -6,7 +6,7 @@ import { errors, fromSysError, isErrno, isSysError, SockctlError } from '../erro
 import type { EventLog } from '../events/event-log.js';
 import { ClosedWhileWaiting, Deadline, retryUntilReady } from '../io/blocking.js';
 import { C, native, type SockAddr } from '../io/native.js';
-import { FdWatcher } from '../io/watcher.js';
+import { FdWatcher, type WaitOutcome } from '../io/watcher.js';
 import { describe, isUnbound, sockaddrView, wireAddress } from './addresses.js';
 import type { FamilyBehaviour } from './families.js';
 import { closedKernelView, kernelView } from './kernel.js';
@@ -200,8 +200,11 @@ export class ManagedSocket {
       if (isErrno(e, 'EALREADY') && (timeoutMs === 0 || !this.connecting)) throw this.fail(e, what);
     }
     if (this.current !== 'connecting') {
+      const before = this.current;
       this.transition('connecting');
-      this.connecting = this.finishConnect(sa, what);
+      this.connecting = this.finishConnect(sa, what, before);
+      // nobody may await it (timeoutMs 0): its failure is reported through lastError, not as an unhandled rejection
+      this.connecting.catch(() => {});
     }
     if (timeoutMs === 0) return 'in-progress';
     const wait = this.waitFor(timeoutMs, 0);
@@ -224,7 +227,7 @@ export class ManagedSocket {
     }
   }
 
-  private async finishConnect(sa: SockAddr, what: string): Promise<void> {
+  private async finishConnect(sa: SockAddr, what: string, before: SocketState): Promise<void> {
     const outcome = await this.watcher.wait('writable', Infinity);
     if (outcome === 'closed') throw errors.closed(this.id, 'connect');
     try {
@@ -232,8 +235,9 @@ export class ManagedSocket {
     } catch (e) {
       if (!isErrno(e, 'EISCONN')) {
         this.connecting = undefined;
-        // the kernel released the implicit bind: back to created, or bound if the user had bound
-        this.transition(isUnbound(native.getsockname(this.fd)) ? 'created' : 'bound');
+        // back to created, or bound if the user had bound; not judged by getsockname(), which after a
+        // refused connect still shows the released ephemeral port (0.0.0.0:N)
+        this.transition(before === 'bound' ? 'bound' : 'created');
         throw this.fail(e, what);
       }
     }
@@ -242,18 +246,23 @@ export class ManagedSocket {
   }
 
   /** send(2) / sendto(2), blocking up to timeoutMs while the send buffer is full. */
-  async send(data: Buffer, opts: { to?: AddressInput | undefined; flags?: number; timeoutMs?: number | undefined } = {}): Promise<number> {
+  async send(
+    data: Buffer,
+    opts: { to?: AddressInput | undefined; flags?: number; timeoutMs?: number | undefined; untilDone?: boolean } = {},
+  ): Promise<number> {
     this.guard('send');
     const to = opts.to ? this.behaviour.toSockAddr(opts.to) : null;
     const flags = opts.flags ?? 0;
     const nonblocking = (flags & C.MSG_DONTWAIT) !== 0;
-    const deadline = new Deadline(nonblocking ? 0 : this.waitFor(opts.timeoutMs, this.sndTimeoMs));
+    // untilDone: a consumer stream's write, which waits as long as the socket stays open
+    const wait = opts.untilDone ? Infinity : nonblocking ? 0 : this.waitFor(opts.timeoutMs, this.sndTimeoMs);
+    const deadline = new Deadline(wait);
     const what = to ? `sendto ${describe(to)}` : 'send';
     const sent = await this.sysAsync(what, () => sendBlocking(this.fd, this.watcher, deadline, data, flags, to, this.stream));
     this.stats.bytesSent += sent;
     this.stats.messagesSent += 1;
     if (to && this.current === 'created' && !isUnbound(native.getsockname(this.fd))) this.transition('bound');
-    this.ctx.events.emit(this.id, 'sent', { bytes: sent, offset: this.stats.bytesSent - sent });
+    this.ctx.events.emit(this.id, 'sent', { offset: this.stats.bytesSent - sent, bytes: sent }, data.subarray(0, sent));
     return sent;
   }
 
@@ -284,14 +293,51 @@ export class ManagedSocket {
         out.truncated = r.truncated;
       }
     }
-    if (!opts.peek) {
-      this.stats.bytesReceived += out.data.length;
-      if (!out.eof) this.stats.messagesReceived += 1;
-      if (out.data.length > 0)
-        this.ctx.events.emit(this.id, 'data', { bytes: out.data.length, offset: this.stats.bytesReceived - out.data.length });
-      if (out.eof) this.ctx.events.emit(this.id, 'eof');
-    }
+    if (!opts.peek) this.received(out.data, out.eof);
     return out;
+  }
+
+  /** Counts what a read took and reports it: one `data` event (bytes attached for observers), or `eof`. */
+  private received(data: Buffer, eof: boolean): void {
+    if (eof) {
+      this.ctx.events.emit(this.id, 'eof', { offset: this.stats.bytesReceived });
+      return;
+    }
+    const offset = this.stats.bytesReceived;
+    this.stats.bytesReceived += data.length;
+    this.stats.messagesReceived += 1;
+    this.ctx.events.emit(this.id, 'data', { offset, bytes: data.length }, data);
+  }
+
+  /**
+   * The consumer stream's read (DESIGN.md section 5): non-blocking recvs of up to `chunkBytes` until the
+   * kernel has no more, EOF, or `budget` bytes (so one fast peer cannot starve the event loop). Each chunk
+   * becomes one `data` event; EOF becomes `eof`. Returns whether to read again at once ('more'), wait for
+   * readiness ('blocked') or stop ('eof').
+   */
+  pull(chunkBytes: number, budget: number): 'more' | 'blocked' | 'eof' {
+    this.guard('recv');
+    let taken = 0;
+    while (taken < budget) {
+      let r;
+      try {
+        r = native.recv(this.fd, chunkBytes, 0);
+      } catch (e) {
+        if (isErrno(e, 'EAGAIN')) return 'blocked';
+        throw this.fail(e, 'recv');
+      }
+      const eof = r.length === 0 && (this.stream || this.type === 'SOCK_SEQPACKET');
+      this.received(r.data, eof);
+      if (eof) return 'eof';
+      taken += r.data.length;
+      if (this.stream && r.data.length < chunkBytes) return 'blocked'; // a short read: the queue is empty
+    }
+    return 'more';
+  }
+
+  /** Resolves when the fd is readable/writable ('ready') or the socket closed ('closed'). No deadline. */
+  whenReady(what: 'readable' | 'writable', signal?: AbortSignal): Promise<WaitOutcome> {
+    return this.watcher.wait(what, Infinity, signal);
   }
 
   /** shutdown(2). The state stays; the halves show in `shutdown`. */

@@ -122,6 +122,11 @@ export class Registry {
     return s;
   }
 
+  /** The socket with this id, if the registry still holds it (no ownership check: internal use). */
+  find(id: string): ManagedSocket | undefined {
+    return this.sockets.get(id);
+  }
+
   list(filter: { state?: SocketState | undefined; label?: string | undefined; owner?: string | undefined } = {}): ManagedSocket[] {
     const out: ManagedSocket[] = [];
     for (const s of this.sockets.values()) {
@@ -164,7 +169,7 @@ export class Registry {
     this.openCount++;
     this.events.emit(id, 'created', {
       family: socket.family,
-      type: socket.type,
+      socketType: socket.type,
       protocol: socket.protocol,
       state: socket.state,
       label: socket.label,

@@ -1,0 +1,115 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { WebSocket } from 'ws';
+import { EventsQuery } from '../schemas/streams.js';
+import { errors } from '../src/errors.js';
+import type { SockEvent } from '../src/events/event-log.js';
+import { Observer, type ObserverOptions } from '../src/events/observer.js';
+import type { Registry } from '../src/sockets/registry.js';
+
+/** Bytes a slow observer's transport may hold before its events queue (and, past the queue, drop). */
+const HIGH_WATER = 1024 * 1024;
+
+function observerOptions(q: EventsQuery, registry: Registry, capacity: number, after: number | undefined): ObserverOptions {
+  const filter = (e: SockEvent) => {
+    if (q.socket !== undefined && e.socket !== q.socket && e.socket !== '*') return false;
+    if (q.label !== undefined) {
+      const s = registry.find(e.socket);
+      if (!s || s.label !== q.label) return false;
+    }
+    return true;
+  };
+  return { filter, capacity, withData: q.data ?? false, encoding: q.encoding ?? 'utf8', after };
+}
+
+/**
+ * GET /v1/events: observers for dashboards (DESIGN.md section 5), over WebSocket or, with
+ * `Accept: text/event-stream`, server-sent events. Observers never slow a socket.
+ */
+const events: FastifyPluginAsyncTypebox = async (app) => {
+  let count = 0;
+  const sseClients = new Set<import('node:http').ServerResponse>();
+  app.addHook('preClose', async () => {
+    for (const res of sseClients) res.end();
+  });
+  const admit = () => {
+    if (count >= app.config.maxObservers) throw errors.quota(`too many observers (SOCKCTL_MAX_OBSERVERS=${app.config.maxObservers})`);
+    count++;
+    let released = false;
+    return () => {
+      if (!released) count--;
+      released = true;
+    };
+  };
+
+  app.route({
+    method: 'GET',
+    url: '/v1/events',
+    schema: { hide: true, querystring: EventsQuery },
+    // server-sent events: a plain GET
+    handler: async (request, reply) => {
+      if (!request.headers.accept?.includes('text/event-stream'))
+        throw errors.badRequest('GET /v1/events is a WebSocket, or server-sent events with Accept: text/event-stream');
+      const release = admit();
+      const lastId = request.headers['last-event-id'];
+      const after = request.query.after ?? (typeof lastId === 'string' && /^\d+$/.test(lastId) ? Number(lastId) : undefined);
+      const res = reply.raw;
+      reply.hijack();
+      res.writeHead(200, {
+        'content-type': 'text/event-stream',
+        'cache-control': 'no-cache',
+        connection: 'keep-alive',
+        'x-accel-buffering': 'no',
+      });
+      let congested = false;
+      const observer = new Observer(
+        app.events,
+        {
+          write: (json, seq) => {
+            if (!res.write(`id: ${seq}\nevent: ${JSON.parse(json).type}\ndata: ${json}\n\n`)) congested = true;
+          },
+          congested: () => congested,
+        },
+        observerOptions(request.query, app.registry, app.config.observerQueue, after),
+      );
+      res.on('drain', () => {
+        congested = false;
+        observer.drain();
+      });
+      const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), 15_000).unref();
+      sseClients.add(res);
+      const end = () => {
+        sseClients.delete(res);
+        clearInterval(heartbeat);
+        observer.stop();
+        release();
+      };
+      res.on('close', end);
+      res.write(': sockctl events\n\n');
+      observer.start();
+    },
+    wsHandler: (ws: WebSocket, request) => {
+      let release: () => void;
+      try {
+        release = admit();
+      } catch (e) {
+        ws.close(4429, 'too many observers');
+        return;
+      }
+      const observer = new Observer(
+        app.events,
+        {
+          write: (json) => ws.send(json, () => observer.drain()),
+          congested: () => ws.bufferedAmount > HIGH_WATER,
+        },
+        observerOptions(request.query, app.registry, app.config.observerQueue, request.query.after),
+      );
+      ws.on('close', () => {
+        observer.stop();
+        release();
+      });
+      ws.on('message', () => undefined); // observers only listen
+      observer.start();
+    },
+  });
+};
+export default events;

@@ -1,0 +1,259 @@
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import type { Encoding } from '../../schemas/common.js';
+import { errors, SockctlError } from '../errors.js';
+import type { EventLog, SockEvent } from '../events/event-log.js';
+import { C, native } from '../io/native.js';
+import type { ManagedSocket } from './managed-socket.js';
+
+/** What a consumer stream needs from its transport (a WebSocket in routes/stream.ts). */
+export interface ConsumerSink {
+  /** One event as JSON text. */
+  text(json: string): void;
+  /** Bytes as one binary message (binary mode). */
+  binary(data: Buffer): void;
+  /** Bytes handed over and not yet written out (WebSocket bufferedAmount). */
+  buffered(): number;
+  /** Stop / restart taking input from the client (bytes waiting for the socket's send buffer). */
+  pauseInput(): void;
+  resumeInput(): void;
+  /** End the transport (the socket closed). */
+  end(code: number, reason: string): void;
+}
+
+export interface ConsumerOptions {
+  binary: boolean;
+  encoding: Encoding;
+  autoAccept: boolean;
+  /** Resume from this byte offset of the socket's input. */
+  offset?: number | undefined;
+  highWaterBytes: number;
+  writeQueueBytes: number;
+  retainBytes: number;
+  retainMs: number;
+  /** A graceful close waits this long at most for the peer to acknowledge what was sent. */
+  closeFlushMs: number;
+}
+
+const READ_CHUNK = 256 * 1024;
+const READ_BUDGET = 1024 * 1024;
+
+/** Delivered bytes kept for resume, per socket, across consumers. */
+class Retained {
+  private chunks: { offset: number; data: Buffer; at: number }[] = [];
+  private bytes = 0;
+
+  add(offset: number, data: Buffer, limitBytes: number, limitMs: number): void {
+    if (limitBytes === 0) return;
+    this.chunks.push({ offset, data, at: Date.now() });
+    this.bytes += data.length;
+    const oldest = Date.now() - limitMs;
+    while (this.chunks.length > 0 && (this.bytes > limitBytes || this.chunks[0]!.at < oldest)) {
+      this.bytes -= this.chunks.shift()!.data.length;
+    }
+  }
+
+  /** The earliest offset still held (or `end` when nothing is). */
+  start(end: number): number {
+    return this.chunks[0]?.offset ?? end;
+  }
+
+  /** Chunks from `offset` on, the first one sliced. */
+  from(offset: number): { offset: number; data: Buffer }[] {
+    const out: { offset: number; data: Buffer }[] = [];
+    for (const c of this.chunks) {
+      const end = c.offset + c.data.length;
+      if (end <= offset) continue;
+      const skip = Math.max(0, offset - c.offset);
+      out.push({ offset: c.offset + skip, data: skip ? c.data.subarray(skip) : c.data });
+    }
+    return out;
+  }
+}
+const retention = new WeakMap<ManagedSocket, Retained>();
+
+/**
+ * The socket's consumer (DESIGN.md section 5): reads the socket only while the transport keeps up, so
+ * TCP flow control reaches the peer; forwards the socket's events in order; writes what the client sends,
+ * in order, pausing the client while the socket's send buffer is full; keeps delivered bytes for resume.
+ *
+ *   client ──ws──▶ write queue ──send(2)──▶ socket ──recv(2)──▶ data events ──ws──▶ client
+ *                (pause ws when full)        (read only while ws.bufferedAmount < high water)
+ */
+export class Consumer {
+  private readonly abort = new AbortController();
+  private unsubscribe: (() => void) | undefined;
+  private drained: (() => void) | undefined;
+  private ops: Promise<void> = Promise.resolve();
+  private queuedBytes = 0;
+  private readonly retained: Retained;
+
+  constructor(
+    private readonly socket: ManagedSocket,
+    private readonly events: EventLog,
+    private readonly sink: ConsumerSink,
+    private readonly opts: ConsumerOptions,
+  ) {
+    let r = retention.get(socket);
+    if (!r) retention.set(socket, (r = new Retained()));
+    this.retained = r;
+  }
+
+  /** Takes the socket's reading side (409 if another consumer has it), replays from `offset`, goes live. */
+  attach(): void {
+    if (!this.socket.isOpen) throw errors.closed(this.socket.id, 'stream');
+    if (this.socket.consumer) throw errors.streamAttached(this.socket.id);
+    this.socket.consumer = this;
+    this.replay();
+    this.unsubscribe = this.events.subscribe((event, payload) => this.forward(event, payload));
+    if (this.socket.state === 'listening') {
+      if (this.opts.autoAccept) void this.acceptLoop();
+    } else {
+      void this.readLoop();
+    }
+  }
+
+  /** The client went away: stop reading; bytes it already sent still go out. */
+  detach(): void {
+    if (this.socket.consumer === this) this.socket.consumer = null;
+    this.abort.abort();
+    this.unsubscribe?.();
+    this.drained?.();
+  }
+
+  /** The transport wrote some of what it held: reading may go on. */
+  resume(): void {
+    if (this.drained && this.sink.buffered() < this.opts.highWaterBytes / 2) {
+      const go = this.drained;
+      this.drained = undefined;
+      go();
+    }
+  }
+
+  /** Bytes from the client, sent in order after everything before them. */
+  write(data: Buffer): void {
+    this.queuedBytes += data.length;
+    if (this.queuedBytes > this.opts.writeQueueBytes) this.sink.pauseInput();
+    this.enqueue('send', async () => {
+      try {
+        await this.socket.send(data, { untilDone: true });
+      } finally {
+        this.queuedBytes -= data.length;
+        if (this.queuedBytes <= this.opts.writeQueueBytes / 2) this.sink.resumeInput();
+      }
+    });
+  }
+
+  shutdown(how: 'SHUT_RD' | 'SHUT_WR' | 'SHUT_RDWR'): void {
+    this.enqueue('shutdown', async () => this.socket.shutdown(how));
+  }
+
+  /**
+   * Closes the socket after every queued write, without losing the tail: shutdown(SHUT_WR) sends FIN after
+   * the data, and the close waits (bounded) until the peer acknowledged it all, since closing with unread
+   * input makes the kernel send RST and drop what is still in the send queue.
+   */
+  close(): void {
+    this.enqueue('close', async () => {
+      if (!this.socket.isOpen) return;
+      if (this.socket.type === 'SOCK_STREAM' && this.socket.state === 'connected') {
+        try {
+          if (!this.socket.shutdownFlags.write) this.socket.shutdown('SHUT_WR');
+          const end = Date.now() + this.opts.closeFlushMs;
+          while (this.socket.isOpen && native.ioctlInt(this.socket.fd, C.SIOCOUTQ) > 0 && Date.now() < end)
+            await new Promise((r) => setTimeout(r, 5));
+        } catch {
+          // the peer is gone: close anyway
+        }
+      }
+      if (this.socket.isOpen) this.socket.close('closed by its consumer stream');
+    });
+  }
+
+  private enqueue(op: string, run: () => Promise<void>): void {
+    this.ops = this.ops.then(run).catch((e: unknown) => {
+      const err = e instanceof SockctlError ? e : errors.badRequest(String(e));
+      if (!this.abort.signal.aborted) this.sink.text(JSON.stringify({ type: 'error', socket: this.socket.id, op, ...err.toJSON() }));
+    });
+  }
+
+  private replay(): void {
+    const want = this.opts.offset;
+    const end = this.socket.stats.bytesReceived;
+    if (want === undefined || want >= end) {
+      if (want !== undefined && want > end)
+        this.sink.text(this.errorEvent('SOCKCTL_BAD_OFFSET', `offset ${want} is past the ${end} bytes received so far`));
+      return;
+    }
+    const start = this.retained.start(end);
+    if (want < start)
+      this.sink.text(
+        this.errorEvent('SOCKCTL_OFFSET_EXPIRED', `bytes ${want}..${start} are no longer retained; resuming at ${start}`, start),
+      );
+    for (const c of this.retained.from(Math.max(want, start))) this.deliver(c.offset, c.data, undefined);
+  }
+
+  private forward(event: SockEvent, payload: Buffer | undefined): void {
+    if (event.socket !== this.socket.id) return;
+    if (event.type === 'data' && payload) {
+      this.retained.add(event.offset as number, payload, this.opts.retainBytes, this.opts.retainMs);
+      this.deliver(event.offset as number, payload, event);
+      return;
+    }
+    if (event.type === 'sent') return; // the client knows what it sent
+    this.sink.text(JSON.stringify(event));
+    if (event.type === 'closed') {
+      this.detach();
+      this.sink.end(1000, 'socket closed');
+    }
+  }
+
+  private deliver(offset: number, data: Buffer, event: SockEvent | undefined): void {
+    if (this.opts.binary) return this.sink.binary(data);
+    const base = event ?? { seq: null, ts: new Date().toISOString(), socket: this.socket.id, type: 'data', replay: true };
+    this.sink.text(JSON.stringify({ ...base, offset, bytes: data.length, data: data.toString(this.opts.encoding), encoding: this.opts.encoding }));
+  }
+
+  private async readLoop(): Promise<void> {
+    const signal = this.abort.signal;
+    while (!signal.aborted && this.socket.isOpen) {
+      if (this.sink.buffered() >= this.opts.highWaterBytes) {
+        await new Promise<void>((resolve) => (this.drained = resolve));
+        continue;
+      }
+      let outcome: 'more' | 'blocked' | 'eof';
+      try {
+        outcome = this.socket.pull(READ_CHUNK, READ_BUDGET);
+      } catch (e) {
+        // ECONNRESET and friends were reported as an error event; the next read sees EOF
+        if (e instanceof SockctlError && e.statusCode === 502) continue;
+        return;
+      }
+      if (outcome === 'eof') return;
+      if (outcome === 'more') await yieldToLoop();
+      else if ((await this.socket.whenReady('readable', signal)) !== 'ready') return;
+    }
+  }
+
+  private async acceptLoop(): Promise<void> {
+    const signal = this.abort.signal;
+    while (!signal.aborted && this.socket.isOpen) {
+      try {
+        await this.socket.accept(0);
+        continue;
+      } catch (e) {
+        if (!(e instanceof SockctlError) || e.code !== 'EAGAIN') {
+          if (e instanceof SockctlError && e.statusCode === 503) {
+            this.sink.text(this.errorEvent(e.code, e.message));
+            await new Promise((r) => setTimeout(r, 1000)); // at the ceiling: leave them queued, try later
+            continue;
+          }
+        }
+      }
+      if ((await this.socket.whenReady('readable', signal)) !== 'ready') return;
+    }
+  }
+
+  private errorEvent(code: string, message: string, offset?: number): string {
+    return JSON.stringify({ seq: null, ts: new Date().toISOString(), socket: this.socket.id, type: 'error', code, message, ...(offset === undefined ? {} : { offset }) });
+  }
+}
