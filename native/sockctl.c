@@ -38,13 +38,11 @@
 /* ---- errors ------------------------------------------------------------------------------------- */
 
 /* Turns a failed napi_* call into a pending JS exception, unless the call already left one. */
-static void napi_failed(napi_env env, const char *expr)
-{
+static void napi_failed(napi_env env, const char *expr) {
     const napi_extended_error_info *info = NULL;
     const char *why = NULL;
     bool pending = false;
     char msg[256];
-
     /* Read the error info first: every napi call, napi_is_exception_pending included, resets it. */
     if (napi_get_last_error_info(env, &info) == napi_ok && info != NULL)
         why = info->error_message;
@@ -55,29 +53,19 @@ static void napi_failed(napi_env env, const char *expr)
 }
 
 /* NAPI_TRY runs `onfail` once the failure is a pending exception; NAPI_CALL returns NULL (undefined). */
-#define NAPI_TRY(env, call, onfail)                                                                   \
-    do {                                                                                              \
-        if ((call) != napi_ok) {                                                                      \
-            napi_failed((env), #call);                                                                \
-            onfail;                                                                                   \
-        }                                                                                             \
-    } while (0)
+#define NAPI_TRY(env, call, onfail) do { if ((call) != napi_ok) { napi_failed((env), #call); onfail; } } while (0)
 #define NAPI_CALL(env, call) NAPI_TRY(env, call, return NULL)
 
-/* For napi callbacks: throw (through a helper that returns false) and return undefined. */
-#define FAIL(throw_expr)                                                                              \
-    do {                                                                                              \
-        (void)(throw_expr);                                                                           \
-        return NULL;                                                                                  \
-    } while (0)
+/* In a napi callback: throw (through one of the helpers below, which return false) and return undefined. */
+#define FAIL(throw_expr) do { (void)(throw_expr); return NULL; } while (0)
+/* In a napi callback: return undefined if a check failed (it has thrown). */
+#define REQUIRE(ok) do { if (!(ok)) return NULL; } while (0)
 
 /* Throws Error("<syscall>: <text>") with code, errno and syscall properties. Returns false. */
-static bool throw_error(napi_env env, const char *code, int err, const char *syscall, const char *text)
-{
+static bool throw_error(napi_env env, const char *code, int err, const char *syscall, const char *text) {
     napi_value jcode, jmsg, jerr, jerrno, jsys;
     bool pending = false;
     char msg[512];
-
     snprintf(msg, sizeof msg, "%s: %s", syscall, text);
     if (napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &jcode) == napi_ok &&
         napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &jmsg) == napi_ok &&
@@ -92,29 +80,22 @@ static bool throw_error(napi_env env, const char *code, int err, const char *sys
 }
 
 /* strerrorname_np / strerrordesc_np (glibc >= 2.32) are thread-safe and locale-independent. */
-static bool throw_errno(napi_env env, const char *syscall, int err)
-{
+static bool throw_errno(napi_env env, const char *syscall, int err) {
     const char *name = strerrorname_np(err), *desc = strerrordesc_np(err);
     return throw_error(env, name ? name : "UNKNOWN", err, syscall, desc ? desc : "Unknown error");
 }
 
 /* A failed syscall: errno is saved before anything else can clobber it. */
-#define SYSFAIL(env, name)                                                                            \
-    do {                                                                                              \
-        int err_ = errno;                                                                             \
-        FAIL(throw_errno((env), (name), err_));                                                       \
-    } while (0)
+#define SYSFAIL(env, name) do { int err_ = errno; FAIL(throw_errno((env), (name), err_)); } while (0)
 
-static bool type_error(napi_env env, const char *what, const char *type)
-{
+static bool type_error(napi_env env, const char *what, const char *type) {
     char msg[160];
     snprintf(msg, sizeof msg, "The \"%s\" argument must be of type %s", what, type);
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
     return false;
 }
 
-static bool range_error(napi_env env, const char *what, double min, double max)
-{
+static bool range_error(napi_env env, const char *what, double min, double max) {
     char msg[160];
     snprintf(msg, sizeof msg, "The value of \"%s\" is out of range. It must be an integer >= %.0f and <= %.0f",
              what, min, max);
@@ -124,25 +105,19 @@ static bool range_error(napi_env env, const char *what, double min, double max)
 
 /* ---- arguments and results ---------------------------------------------------------------------- */
 
-#define ARGS(n)                                                                                       \
-    napi_value argv[n];                                                                               \
-    size_t argc = (n);                                                                                \
-    NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL))
+#define ARGS(n) napi_value argv[n]; size_t argc = (n); NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL))
 
-static bool is_type(napi_env env, napi_value v, napi_valuetype want)
-{
+static bool is_type(napi_env env, napi_value v, napi_valuetype want) {
     napi_valuetype t;
     return napi_typeof(env, v, &t) == napi_ok && t == want;
 }
 
-static bool is_nullish(napi_env env, napi_value v)
-{
+static bool is_nullish(napi_env env, napi_value v) {
     return is_type(env, v, napi_undefined) || is_type(env, v, napi_null);
 }
 
 /* An integral JS number within [min, max]. */
-static bool get_integer(napi_env env, napi_value v, const char *what, double min, double max, double *out)
-{
+static bool get_integer(napi_env env, napi_value v, const char *what, double min, double max, double *out) {
     if (!is_type(env, v, napi_number))
         return type_error(env, what, "number");
     NAPI_TRY(env, napi_get_value_double(env, v, out), return false);
@@ -151,8 +126,7 @@ static bool get_integer(napi_env env, napi_value v, const char *what, double min
     return true;
 }
 
-static bool get_int(napi_env env, napi_value v, const char *what, int32_t *out)
-{
+static bool get_int(napi_env env, napi_value v, const char *what, int32_t *out) {
     double d;
     if (!get_integer(env, v, what, INT32_MIN, INT32_MAX, &d))
         return false;
@@ -161,8 +135,7 @@ static bool get_int(napi_env env, napi_value v, const char *what, int32_t *out)
 }
 
 /* argv[0], argv[1]... as int32 arguments with the given names: INT_ARGS(out, "fd", "backlog"). */
-static bool get_ints(napi_env env, const napi_value *argv, int32_t *out, const char *const *names)
-{
+static bool get_ints(napi_env env, const napi_value *argv, int32_t *out, const char *const *names) {
     for (int i = 0; names[i] != NULL; i++)
         if (!get_int(env, argv[i], names[i], &out[i]))
             return false;
@@ -172,8 +145,7 @@ static bool get_ints(napi_env env, const napi_value *argv, int32_t *out, const c
 
 /* A JS string into buf (NUL-terminated, cut to fit): *len = bytes copied, *full = its whole length. */
 static bool get_string(napi_env env, napi_value v, const char *what, char *buf, size_t size, size_t *len,
-                       size_t *full)
-{
+                       size_t *full) {
     if (!is_type(env, v, napi_string))
         return type_error(env, what, "string");
     NAPI_TRY(env, napi_get_value_string_utf8(env, v, NULL, 0, full), return false);
@@ -181,57 +153,36 @@ static bool get_string(napi_env env, napi_value v, const char *what, char *buf, 
     return true;
 }
 
-/* The bytes of any TypedArray (in practice Buffer or Uint8Array). */
-static bool get_bytes(napi_env env, napi_value v, const char *what, void **data, size_t *len)
-{
-    napi_typedarray_type type;
-    size_t count, esize = 1;
+/* The bytes of a Uint8Array or Buffer (napi_is_buffer takes any ArrayBufferView in Node >= 20). */
+static bool get_bytes(napi_env env, napi_value v, const char *what, void **data, size_t *len) {
     bool is = false;
-
-    NAPI_TRY(env, napi_is_typedarray(env, v, &is), return false);
+    NAPI_TRY(env, napi_is_buffer(env, v, &is), return false);
     if (!is)
         return type_error(env, what, "Uint8Array");
-    NAPI_TRY(env, napi_get_typedarray_info(env, v, &type, &count, data, NULL, NULL), return false);
-    switch (type) {
-    case napi_int16_array: case napi_uint16_array: esize = 2; break;
-    case napi_int32_array: case napi_uint32_array: case napi_float32_array: esize = 4; break;
-    case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: esize = 8; break;
-    default: break;
-    }
-    *len = count * esize;
+    NAPI_TRY(env, napi_get_buffer_info(env, v, data, len), return false);
     return true;
 }
 
-static napi_status set_num(napi_env env, napi_value obj, const char *key, double num)
-{
+static napi_status set_num(napi_env env, napi_value obj, const char *key, double num) {
     napi_value v;
     napi_status s = napi_create_double(env, num, &v);
     return s != napi_ok ? s : napi_set_named_property(env, obj, key, v);
 }
 
-static napi_status set_str(napi_env env, napi_value obj, const char *key, const char *str, size_t len)
-{
+/* str NULL sets null. */
+static napi_status set_str(napi_env env, napi_value obj, const char *key, const char *str, size_t len) {
     napi_value v;
-    napi_status s = napi_create_string_utf8(env, str, len, &v);
+    napi_status s = str ? napi_create_string_utf8(env, str, len, &v) : napi_get_null(env, &v);
     return s != napi_ok ? s : napi_set_named_property(env, obj, key, v);
 }
 
-static napi_status set_bool(napi_env env, napi_value obj, const char *key, bool b)
-{
+static napi_status set_bool(napi_env env, napi_value obj, const char *key, bool b) {
     napi_value v;
     napi_status s = napi_get_boolean(env, b, &v);
     return s != napi_ok ? s : napi_set_named_property(env, obj, key, v);
 }
 
-static napi_status set_null(napi_env env, napi_value obj, const char *key)
-{
-    napi_value v;
-    napi_status s = napi_get_null(env, &v);
-    return s != napi_ok ? s : napi_set_named_property(env, obj, key, v);
-}
-
-static napi_value make_num(napi_env env, double num)
-{
+static napi_value make_num(napi_env env, double num) {
     napi_value v;
     NAPI_CALL(env, napi_create_double(env, num, &v));
     return v;
@@ -244,19 +195,16 @@ typedef struct {
     socklen_t len;
 } addr_t;
 
-static bool invalid_address(napi_env env, const char *syscall, const char *addr)
-{
+static bool invalid_address(napi_env env, const char *syscall, const char *addr) {
     char text[320];
     snprintf(text, sizeof text, "invalid address '%s'", addr);
     return throw_error(env, "EINVAL", EINVAL, syscall, text);
 }
 
 /* An optional uint32 property (flowinfo, scopeId): undefined or null reads as 0. */
-static bool get_opt_u32(napi_env env, napi_value obj, const char *key, const char *what, uint32_t *out)
-{
+static bool get_opt_u32(napi_env env, napi_value obj, const char *key, const char *what, uint32_t *out) {
     napi_value v;
     double d = 0;
-
     NAPI_TRY(env, napi_get_named_property(env, obj, key, &v), return false);
     if (!is_nullish(env, v) && !get_integer(env, v, what, 0, UINT32_MAX, &d))
         return false;
@@ -264,14 +212,12 @@ static bool get_opt_u32(napi_env env, napi_value obj, const char *key, const cha
     return true;
 }
 
-static bool inet_from_js(napi_env env, napi_value obj, int family, const char *syscall, addr_t *a)
-{
+static bool inet_from_js(napi_env env, napi_value obj, int family, const char *syscall, addr_t *a) {
     char host[256];
     size_t len, full;
     double port;
     uint32_t flowinfo, scope;
     napi_value v;
-
     NAPI_TRY(env, napi_get_named_property(env, obj, "address", &v), return false);
     if (!get_string(env, v, "addr.address", host, sizeof host, &len, &full))
         return false;
@@ -299,14 +245,12 @@ static bool inet_from_js(napi_env env, napi_value obj, int family, const char *s
     return (whole && inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) || invalid_address(env, syscall, host);
 }
 
-static bool unix_from_js(napi_env env, napi_value obj, const char *syscall, addr_t *a)
-{
+static bool unix_from_js(napi_env env, napi_value obj, const char *syscall, addr_t *a) {
     struct sockaddr_un *sun = (struct sockaddr_un *)&a->ss;
     const size_t off = offsetof(struct sockaddr_un, sun_path), max = sizeof sun->sun_path; /* 108 */
     char path[sizeof sun->sun_path + 2]; /* "@" + a 107-byte name + NUL: anything longer is detectable */
     size_t len, full;
     napi_value v;
-
     sun->sun_family = AF_UNIX;
     NAPI_TRY(env, napi_get_named_property(env, obj, "path", &v), return false);
     if (is_type(env, v, napi_null)) { /* just the family: bind() then autobinds to an abstract name */
@@ -332,11 +276,9 @@ static bool unix_from_js(napi_env env, napi_value obj, const char *syscall, addr
 }
 
 /* JS SockAddr -> sockaddr; `syscall` names the caller in EINVAL / ENAMETOOLONG / EAFNOSUPPORT errors. */
-static bool addr_from_js(napi_env env, napi_value obj, const char *syscall, addr_t *a)
-{
+static bool addr_from_js(napi_env env, napi_value obj, const char *syscall, addr_t *a) {
     napi_value v;
     int32_t family;
-
     memset(a, 0, sizeof *a);
     if (!is_type(env, obj, napi_object))
         return type_error(env, "addr", "object");
@@ -359,12 +301,10 @@ static bool addr_from_js(napi_env env, napi_value obj, const char *syscall, addr
 }
 
 /* The kernel's sockaddr -> JS SockAddr. */
-static napi_value addr_to_js(napi_env env, const struct sockaddr_storage *ss, socklen_t len)
-{
+static napi_value addr_to_js(napi_env env, const struct sockaddr_storage *ss, socklen_t len) {
     char host[INET6_ADDRSTRLEN];
     napi_value obj;
     int family = len >= sizeof(sa_family_t) ? ss->ss_family : AF_UNSPEC;
-
     if (len > sizeof *ss)
         len = sizeof *ss;
     NAPI_CALL(env, napi_create_object(env, &obj));
@@ -385,7 +325,7 @@ static napi_value addr_to_js(napi_env env, const struct sockaddr_storage *ss, so
         const struct sockaddr_un *sun = (const struct sockaddr_un *)ss;
         size_t off = offsetof(struct sockaddr_un, sun_path);
         if (len <= off) { /* unnamed */
-            NAPI_CALL(env, set_null(env, obj, "path"));
+            NAPI_CALL(env, set_str(env, obj, "path", NULL, 0));
         } else if (sun->sun_path[0] == '\0') { /* abstract: "@" + the name's bytes */
             char name[sizeof sun->sun_path];
             name[0] = '@';
@@ -429,14 +369,11 @@ static void poller_close(poller_t *p);
 
 /* ---- socket syscalls ---------------------------------------------------------------------------- */
 
-static napi_value js_socket(napi_env env, napi_callback_info info)
-{
+static napi_value js_socket(napi_env env, napi_callback_info info) {
     ARGS(3);
     int32_t a[3]; /* domain, type, protocol */
     napi_value r;
-
-    if (!INT_ARGS(a, "domain", "type", "protocol"))
-        return NULL;
+    REQUIRE(INT_ARGS(a, "domain", "type", "protocol"));
     int fd = socket(a[0], a[1] | SOCK_NONBLOCK | SOCK_CLOEXEC, a[2]);
     if (fd < 0)
         SYSFAIL(env, "socket");
@@ -444,15 +381,12 @@ static napi_value js_socket(napi_env env, napi_callback_info info)
     return r;
 }
 
-static napi_value js_socketpair(napi_env env, napi_callback_info info)
-{
+static napi_value js_socketpair(napi_env env, napi_callback_info info) {
     ARGS(3);
     int32_t a[3]; /* domain, type, protocol */
     int sv[2];
     napi_value arr, fd0, fd1;
-
-    if (!INT_ARGS(a, "domain", "type", "protocol"))
-        return NULL;
+    REQUIRE(INT_ARGS(a, "domain", "type", "protocol"));
     if (socketpair(a[0], a[1] | SOCK_NONBLOCK | SOCK_CLOEXEC, a[2], sv) < 0)
         SYSFAIL(env, "socketpair");
     if (napi_create_array_with_length(env, 2, &arr) != napi_ok || napi_create_int32(env, sv[0], &fd0) != napi_ok ||
@@ -467,44 +401,44 @@ static napi_value js_socketpair(napi_env env, napi_callback_info info)
 }
 
 /* bind(2) or connect(2) to a SockAddr. */
-static napi_value addr_call(napi_env env, napi_callback_info info, bool is_bind)
-{
+static napi_value addr_call(napi_env env, napi_callback_info info, bool is_bind) {
     ARGS(2);
     int32_t fd;
     addr_t a;
     const char *name = is_bind ? "bind" : "connect";
-
-    if (!get_int(env, argv[0], "fd", &fd) || !addr_from_js(env, argv[1], name, &a))
-        return NULL;
-    if ((is_bind ? bind : connect)(fd, (struct sockaddr *)&a.ss, a.len) < 0)
+    REQUIRE(get_int(env, argv[0], "fd", &fd) && addr_from_js(env, argv[1], name, &a));
+    struct sockaddr *sa = (struct sockaddr *)&a.ss;
+    if ((is_bind ? bind(fd, sa, a.len) : connect(fd, sa, a.len)) < 0)
         SYSFAIL(env, name);
     return NULL;
 }
 static napi_value js_bind(napi_env env, napi_callback_info info) { return addr_call(env, info, true); }
 static napi_value js_connect(napi_env env, napi_callback_info info) { return addr_call(env, info, false); }
 
-static napi_value js_listen(napi_env env, napi_callback_info info)
-{
+/* listen(2) and shutdown(2): (fd, int). */
+static napi_value fd_int_call(napi_env env, napi_callback_info info, int (*call)(int, int), const char *name,
+                              const char *arg) {
     ARGS(2);
     int32_t a[2];
-
-    if (!INT_ARGS(a, "fd", "backlog"))
-        return NULL;
-    if (listen(a[0], a[1]) < 0)
-        SYSFAIL(env, "listen");
+    REQUIRE(INT_ARGS(a, "fd", arg));
+    if (call(a[0], a[1]) < 0)
+        SYSFAIL(env, name);
     return NULL;
 }
+static napi_value js_listen(napi_env env, napi_callback_info info) {
+    return fd_int_call(env, info, listen, "listen", "backlog");
+}
+static napi_value js_shutdown(napi_env env, napi_callback_info info) {
+    return fd_int_call(env, info, shutdown, "shutdown", "how");
+}
 
-static napi_value js_accept(napi_env env, napi_callback_info info)
-{
+static napi_value js_accept(napi_env env, napi_callback_info info) {
     ARGS(1);
     int32_t fd;
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
     napi_value obj, v, remote;
-
-    if (!get_int(env, argv[0], "fd", &fd))
-        return NULL;
+    REQUIRE(get_int(env, argv[0], "fd", &fd));
     int nfd = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (nfd < 0)
         SYSFAIL(env, "accept4");
@@ -522,58 +456,46 @@ static napi_value js_accept(napi_env env, napi_callback_info info)
     return obj;
 }
 
-static napi_value js_send(napi_env env, napi_callback_info info)
-{
+static napi_value js_send(napi_env env, napi_callback_info info) {
     ARGS(4);
     int32_t fd, flags;
     void *data;
     size_t len;
     addr_t to;
     ssize_t n;
-
-    if (!get_int(env, argv[0], "fd", &fd) || !get_bytes(env, argv[1], "data", &data, &len) ||
-        !get_int(env, argv[2], "flags", &flags))
-        return NULL;
+    REQUIRE(get_int(env, argv[0], "fd", &fd) && get_bytes(env, argv[1], "data", &data, &len) &&
+            get_int(env, argv[2], "flags", &flags));
     if (is_nullish(env, argv[3])) {
         if ((n = send(fd, data, len, flags | MSG_NOSIGNAL)) < 0)
             SYSFAIL(env, "send");
     } else {
-        if (!addr_from_js(env, argv[3], "sendto", &to))
-            return NULL;
+        REQUIRE(addr_from_js(env, argv[3], "sendto", &to));
         if ((n = sendto(fd, data, len, flags | MSG_NOSIGNAL, (struct sockaddr *)&to.ss, to.len)) < 0)
             SYSFAIL(env, "sendto");
     }
     return make_num(env, (double)n);
 }
 
-static napi_value js_sendv(napi_env env, napi_callback_info info)
-{
+static napi_value js_sendv(napi_env env, napi_callback_info info) {
     ARGS(3);
     int32_t fd, flags;
     uint32_t count;
     bool is_array = false;
     struct iovec iov[IOV_MAX]; /* 16 KiB; sendmsg refuses more than IOV_MAX entries (EMSGSIZE) */
-    struct msghdr msg;
-
-    if (!get_int(env, argv[0], "fd", &fd))
-        return NULL;
+    REQUIRE(get_int(env, argv[0], "fd", &fd));
     NAPI_CALL(env, napi_is_array(env, argv[1], &is_array));
     if (!is_array)
         FAIL(type_error(env, "chunks", "Array"));
-    if (!get_int(env, argv[2], "flags", &flags))
-        return NULL;
+    REQUIRE(get_int(env, argv[2], "flags", &flags));
     NAPI_CALL(env, napi_get_array_length(env, argv[1], &count));
     if (count > IOV_MAX)
         count = IOV_MAX; /* a short write, which the caller must handle anyway */
     for (uint32_t i = 0; i < count; i++) {
         napi_value chunk;
         NAPI_CALL(env, napi_get_element(env, argv[1], i, &chunk));
-        if (!get_bytes(env, chunk, "chunks[i]", &iov[i].iov_base, &iov[i].iov_len))
-            return NULL;
+        REQUIRE(get_bytes(env, chunk, "chunks[i]", &iov[i].iov_base, &iov[i].iov_len));
     }
-    memset(&msg, 0, sizeof msg);
-    msg.msg_iov = iov;
-    msg.msg_iovlen = count;
+    struct msghdr msg = { .msg_iov = iov, .msg_iovlen = count };
     ssize_t n = sendmsg(fd, &msg, flags | MSG_NOSIGNAL);
     if (n < 0)
         SYSFAIL(env, "sendmsg");
@@ -581,11 +503,9 @@ static napi_value js_sendv(napi_env env, napi_callback_info info)
 }
 
 /* {data, length, truncated, from} after a successful recvmsg that put `got` bytes into buf. */
-static napi_value recv_result(napi_env env, const char *buf, size_t got, ssize_t n, const struct msghdr *msg)
-{
+static napi_value recv_result(napi_env env, const char *buf, size_t got, ssize_t n, const struct msghdr *msg) {
     napi_value obj, data, from;
     void *copy;
-
     NAPI_CALL(env, napi_create_object(env, &obj));
     NAPI_CALL(env, napi_create_buffer_copy(env, got, buf, &copy, &data));
     NAPI_CALL(env, napi_set_named_property(env, obj, "data", data));
@@ -599,30 +519,20 @@ static napi_value recv_result(napi_env env, const char *buf, size_t got, ssize_t
     return obj;
 }
 
-static napi_value js_recv(napi_env env, napi_callback_info info)
-{
+static napi_value js_recv(napi_env env, napi_callback_info info) {
     ARGS(3);
     int32_t fd, flags;
     double max;
     char stackbuf[RECV_STACK_BYTES];
     struct sockaddr_storage ss;
-    struct iovec iov;
-    struct msghdr msg;
-
-    if (!get_int(env, argv[0], "fd", &fd) || !get_integer(env, argv[1], "maxBytes", 0, INT32_MAX, &max) ||
-        !get_int(env, argv[2], "flags", &flags))
-        return NULL;
+    REQUIRE(get_int(env, argv[0], "fd", &fd) && get_integer(env, argv[1], "maxBytes", 0, INT32_MAX, &max) &&
+            get_int(env, argv[2], "flags", &flags));
     size_t cap = (size_t)max;
     char *buf = cap <= sizeof stackbuf ? stackbuf : malloc(cap);
     if (buf == NULL)
         FAIL(throw_errno(env, "recvmsg", ENOMEM));
-    iov.iov_base = buf;
-    iov.iov_len = cap;
-    memset(&msg, 0, sizeof msg);
-    msg.msg_name = &ss;
-    msg.msg_namelen = sizeof ss;
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
+    struct iovec iov = { .iov_base = buf, .iov_len = cap };
+    struct msghdr msg = { .msg_name = &ss, .msg_namelen = sizeof ss, .msg_iov = &iov, .msg_iovlen = 1 };
     ssize_t n = recvmsg(fd, &msg, flags);
     int err = errno;
     napi_value result = NULL;
@@ -635,26 +545,11 @@ static napi_value js_recv(napi_env env, napi_callback_info info)
     return result;
 }
 
-static napi_value js_shutdown(napi_env env, napi_callback_info info)
-{
-    ARGS(2);
-    int32_t a[2];
-
-    if (!INT_ARGS(a, "fd", "how"))
-        return NULL;
-    if (shutdown(a[0], a[1]) < 0)
-        SYSFAIL(env, "shutdown");
-    return NULL;
-}
-
-static napi_value js_close(napi_env env, napi_callback_info info)
-{
+static napi_value js_close(napi_env env, napi_callback_info info) {
     ARGS(1);
     int32_t fd;
     addon_t *addon = NULL;
-
-    if (!get_int(env, argv[0], "fd", &fd))
-        return NULL;
+    REQUIRE(get_int(env, argv[0], "fd", &fd));
     /* Safety net for a poller left open on this fd: libuv would otherwise act on whatever socket later
      * gets the same number (its uv_close does EPOLL_CTL_DEL by number; a start after the close aborts). */
     NAPI_CALL(env, napi_get_instance_data(env, (void **)&addon));
@@ -669,16 +564,14 @@ static napi_value js_close(napi_env env, napi_callback_info info)
 }
 
 /* getsockname(2) or getpeername(2). */
-static napi_value name_call(napi_env env, napi_callback_info info, bool peer)
-{
+static napi_value name_call(napi_env env, napi_callback_info info, bool peer) {
     ARGS(1);
     int32_t fd;
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
-
-    if (!get_int(env, argv[0], "fd", &fd))
-        return NULL;
-    if ((peer ? getpeername : getsockname)(fd, (struct sockaddr *)&ss, &len) < 0)
+    REQUIRE(get_int(env, argv[0], "fd", &fd));
+    struct sockaddr *sa = (struct sockaddr *)&ss;
+    if ((peer ? getpeername(fd, sa, &len) : getsockname(fd, sa, &len)) < 0)
         SYSFAIL(env, peer ? "getpeername" : "getsockname");
     return addr_to_js(env, &ss, len);
 }
@@ -687,42 +580,33 @@ static napi_value js_getpeername(napi_env env, napi_callback_info info) { return
 
 /* ---- socket options and ioctl ------------------------------------------------------------------- */
 
-static napi_value js_getsockopt_int(napi_env env, napi_callback_info info)
-{
+static napi_value js_getsockopt_int(napi_env env, napi_callback_info info) {
     ARGS(3);
     int32_t a[3]; /* fd, level, name */
     int value = 0;
     socklen_t len = sizeof value;
-
-    if (!INT_ARGS(a, "fd", "level", "name"))
-        return NULL;
+    REQUIRE(INT_ARGS(a, "fd", "level", "name"));
     if (getsockopt(a[0], a[1], a[2], &value, &len) < 0)
         SYSFAIL(env, "getsockopt");
     return make_num(env, value);
 }
 
-static napi_value js_setsockopt_int(napi_env env, napi_callback_info info)
-{
+static napi_value js_setsockopt_int(napi_env env, napi_callback_info info) {
     ARGS(4);
     int32_t a[4]; /* fd, level, name, value */
-
-    if (!INT_ARGS(a, "fd", "level", "name", "value"))
-        return NULL;
+    REQUIRE(INT_ARGS(a, "fd", "level", "name", "value"));
     if (setsockopt(a[0], a[1], a[2], &a[3], sizeof a[3]) < 0)
         SYSFAIL(env, "setsockopt");
     return NULL;
 }
 
-static napi_value js_getsockopt_linger(napi_env env, napi_callback_info info)
-{
+static napi_value js_getsockopt_linger(napi_env env, napi_callback_info info) {
     ARGS(1);
     int32_t fd;
     struct linger l = { 0, 0 };
     socklen_t len = sizeof l;
     napi_value obj;
-
-    if (!get_int(env, argv[0], "fd", &fd))
-        return NULL;
+    REQUIRE(get_int(env, argv[0], "fd", &fd));
     if (getsockopt(fd, SOL_SOCKET, SO_LINGER, &l, &len) < 0)
         SYSFAIL(env, "getsockopt");
     NAPI_CALL(env, napi_create_object(env, &obj));
@@ -731,15 +615,12 @@ static napi_value js_getsockopt_linger(napi_env env, napi_callback_info info)
     return obj;
 }
 
-static napi_value js_setsockopt_linger(napi_env env, napi_callback_info info)
-{
+static napi_value js_setsockopt_linger(napi_env env, napi_callback_info info) {
     ARGS(2);
     int32_t fd, secs;
     bool onoff;
     napi_value v;
-
-    if (!get_int(env, argv[0], "fd", &fd))
-        return NULL;
+    REQUIRE(get_int(env, argv[0], "fd", &fd));
     if (!is_type(env, argv[1], napi_object))
         FAIL(type_error(env, "value", "object"));
     NAPI_CALL(env, napi_get_named_property(env, argv[1], "onoff", &v));
@@ -747,37 +628,30 @@ static napi_value js_setsockopt_linger(napi_env env, napi_callback_info info)
         FAIL(type_error(env, "value.onoff", "boolean"));
     NAPI_CALL(env, napi_get_value_bool(env, v, &onoff));
     NAPI_CALL(env, napi_get_named_property(env, argv[1], "linger", &v));
-    if (!get_int(env, v, "value.linger", &secs))
-        return NULL;
+    REQUIRE(get_int(env, v, "value.linger", &secs));
     struct linger l = { onoff, secs };
     if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l) < 0)
         SYSFAIL(env, "setsockopt");
     return NULL;
 }
 
-static napi_value js_getsockopt_timeval(napi_env env, napi_callback_info info)
-{
+static napi_value js_getsockopt_timeval(napi_env env, napi_callback_info info) {
     ARGS(3);
     int32_t a[3]; /* fd, level, name */
     struct timeval tv = { 0, 0 };
     socklen_t len = sizeof tv;
-
-    if (!INT_ARGS(a, "fd", "level", "name"))
-        return NULL;
+    REQUIRE(INT_ARGS(a, "fd", "level", "name"));
     if (getsockopt(a[0], a[1], a[2], &tv, &len) < 0)
         SYSFAIL(env, "getsockopt");
     /* Exact, hence possibly fractional: the kernel keeps the timeout in jiffies. */
     return make_num(env, (double)tv.tv_sec * 1000.0 + (double)tv.tv_usec / 1000.0);
 }
 
-static napi_value js_setsockopt_timeval(napi_env env, napi_callback_info info)
-{
+static napi_value js_setsockopt_timeval(napi_env env, napi_callback_info info) {
     ARGS(4);
     int32_t a[3]; /* fd, level, name */
     double ms;
-
-    if (!INT_ARGS(a, "fd", "level", "name"))
-        return NULL;
+    REQUIRE(INT_ARGS(a, "fd", "level", "name"));
     if (!is_type(env, argv[3], napi_number))
         FAIL(type_error(env, "ms", "number"));
     NAPI_CALL(env, napi_get_value_double(env, argv[3], &ms));
@@ -807,16 +681,13 @@ static const struct {
 };
 #undef TI
 
-static napi_value js_tcp_info(napi_env env, napi_callback_info info)
-{
+static napi_value js_tcp_info(napi_env env, napi_callback_info info) {
     ARGS(1);
     int32_t fd;
     struct tcp_info ti;
     socklen_t len = sizeof ti;
     napi_value obj;
-
-    if (!get_int(env, argv[0], "fd", &fd))
-        return NULL;
+    REQUIRE(get_int(env, argv[0], "fd", &fd));
     memset(&ti, 0, sizeof ti); /* an older kernel may fill less than glibc's struct: the rest reads 0 */
     if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
         SYSFAIL(env, "getsockopt");
@@ -831,27 +702,22 @@ static napi_value js_tcp_info(napi_env env, napi_callback_info info)
     return obj;
 }
 
-static napi_value js_ioctl_int(napi_env env, napi_callback_info info)
-{
+static napi_value js_ioctl_int(napi_env env, napi_callback_info info) {
     ARGS(2);
     int32_t fd;
     double request;
     int value = 0;
-
     /* Requests are unsigned 32-bit codes; accept them written as signed ints too. */
-    if (!get_int(env, argv[0], "fd", &fd) || !get_integer(env, argv[1], "request", INT32_MIN, UINT32_MAX, &request))
-        return NULL;
+    REQUIRE(get_int(env, argv[0], "fd", &fd) && get_integer(env, argv[1], "request", INT32_MIN, UINT32_MAX, &request));
     if (ioctl(fd, (unsigned long)(uint32_t)(int64_t)request, &value) < 0)
         SYSFAIL(env, "ioctl");
     return make_num(env, value);
 }
 
-static napi_value js_fd_count(napi_env env, napi_callback_info info)
-{
+static napi_value js_fd_count(napi_env env, napi_callback_info info) {
     DIR *dir = opendir("/proc/self/fd");
     struct dirent *e;
     int count = 0;
-
     (void)info;
     if (dir == NULL)
         SYSFAIL(env, "opendir");
@@ -868,8 +734,7 @@ static napi_value js_fd_count(napi_env env, napi_callback_info info)
 
 /* ---- Poller: a one-shot uv_poll_t --------------------------------------------------------------- */
 
-static void on_uv_closed(uv_handle_t *h)
-{
+static void on_uv_closed(uv_handle_t *h) {
     poller_t *p = h->data;
     p->uv_closed = true;
     if (p->js_gone)
@@ -877,8 +742,7 @@ static void on_uv_closed(uv_handle_t *h)
 }
 
 /* Idempotent. No JS callback follows: libuv never calls poll_cb for a closing handle. */
-static void poller_close(poller_t *p)
-{
+static void poller_close(poller_t *p) {
     if (!p->open)
         return;
     p->open = false;
@@ -898,25 +762,20 @@ static void poller_close(poller_t *p)
 }
 
 /* The wrapper was garbage-collected: close the handle if JS did not; the memory goes once libuv is done. */
-static void poller_finalize(napi_env env, void *data, void *hint)
-{
+static void poller_finalize(napi_env env, void *data, void *hint) {
     poller_t *p = data;
-
-    (void)env;
-    (void)hint;
+    (void)env, (void)hint;
     p->js_gone = true;
     poller_close(p);
     if (p->uv_closed)
         free(p);
 }
 
-static void on_poll(uv_poll_t *h, int status, int events)
-{
+static void on_poll(uv_poll_t *h, int status, int events) {
     poller_t *p = h->data;
     napi_env env = p->env;
     napi_handle_scope scope;
     napi_value cb, global, argv[2], result, exc;
-
     /* One-shot: stop before JS runs. uv_poll is level-triggered: left armed, it would call back on every
      * loop iteration until the fd is drained, which the JS side may do much later. */
     if (!uv_is_closing((uv_handle_t *)h))
@@ -940,26 +799,21 @@ static void on_poll(uv_poll_t *h, int status, int events)
     napi_close_handle_scope(env, scope);
 }
 
-static poller_t *this_poller(napi_env env, napi_callback_info info, napi_value *argv, size_t n)
-{
+static poller_t *this_poller(napi_env env, napi_callback_info info, napi_value *argv, size_t n) {
     napi_value self;
     poller_t *p = NULL;
-
     NAPI_CALL(env, napi_get_cb_info(env, info, &n, argv, &self, NULL));
     if (napi_unwrap(env, self, (void **)&p) != napi_ok || p == NULL)
         FAIL(napi_throw_type_error(env, "ERR_INVALID_THIS", "Value of \"this\" must be of type Poller"));
     return p;
 }
 
-static napi_value js_poller_start(napi_env env, napi_callback_info info)
-{
+static napi_value js_poller_start(napi_env env, napi_callback_info info) {
     napi_value argv[1];
     poller_t *p = this_poller(env, info, argv, 1);
     int32_t events;
     const int all = UV_READABLE | UV_WRITABLE | UV_DISCONNECT | UV_PRIORITIZED;
-
-    if (p == NULL || !get_int(env, argv[0], "events", &events))
-        return NULL;
+    REQUIRE(p != NULL && get_int(env, argv[0], "events", &events));
     if (events & ~all) /* libuv asserts on unknown bits */
         FAIL(range_error(env, "events", 0, all));
     if (!p->open)
@@ -970,44 +824,39 @@ static napi_value js_poller_start(napi_env env, napi_callback_info info)
     return NULL;
 }
 
-static napi_value js_poller_stop(napi_env env, napi_callback_info info)
-{
+static napi_value js_poller_stop(napi_env env, napi_callback_info info) {
     poller_t *p = this_poller(env, info, NULL, 0);
     if (p != NULL && p->open)
         uv_poll_stop(&p->handle);
     return NULL;
 }
 
-static napi_value js_poller_close(napi_env env, napi_callback_info info)
-{
+static napi_value js_poller_close(napi_env env, napi_callback_info info) {
     poller_t *p = this_poller(env, info, NULL, 0);
     if (p != NULL)
         poller_close(p);
     return NULL;
 }
 
-static napi_value js_poller_ctor(napi_env env, napi_callback_info info)
-{
+static napi_value js_poller_ctor(napi_env env, napi_callback_info info) {
     napi_value self;
     NAPI_CALL(env, napi_get_cb_info(env, info, NULL, NULL, &self, NULL));
     return self;
 }
 
-static napi_value js_create_poller(napi_env env, napi_callback_info info)
-{
+static napi_value js_create_poller(napi_env env, napi_callback_info info) {
     ARGS(2);
     int32_t fd;
     addon_t *addon = NULL;
     uv_loop_t *loop;
     napi_value ctor, obj, name;
-
-    if (!get_int(env, argv[0], "fd", &fd))
-        return NULL;
+    REQUIRE(get_int(env, argv[0], "fd", &fd));
     if (!is_type(env, argv[1], napi_function))
         FAIL(type_error(env, "callback", "function"));
     NAPI_CALL(env, napi_get_instance_data(env, (void **)&addon));
     NAPI_CALL(env, napi_get_reference_value(env, addon->poller_ctor, &ctor));
     NAPI_CALL(env, napi_new_instance(env, ctor, 0, NULL, &obj));
+    NAPI_CALL(env, napi_create_string_utf8(env, "sockctl.Poller", NAPI_AUTO_LENGTH, &name));
     NAPI_CALL(env, napi_get_uv_event_loop(env, &loop));
     poller_t *p = calloc(1, sizeof *p);
     if (p == NULL)
@@ -1026,17 +875,15 @@ static napi_value js_create_poller(napi_env env, napi_callback_info info)
     if (p->next)
         p->next->prev = p;
     addon->pollers = p;
-    /* From here the handle belongs to the loop: every failure path goes through poller_close. */
-    if (napi_wrap(env, obj, p, poller_finalize, NULL, NULL) != napi_ok) {
-        napi_failed(env, "napi_wrap");
-        p->js_gone = true; /* no finalizer will come: on_uv_closed frees */
+    /* From here the handle belongs to the loop: a failure must go through poller_close. */
+    bool wrapped = napi_wrap(env, obj, p, poller_finalize, NULL, NULL) == napi_ok;
+    p->js_gone = !wrapped; /* no wrapper, no finalizer: on_uv_closed alone frees */
+    if (!wrapped || napi_create_reference(env, argv[1], 1, &p->cb) != napi_ok ||
+        napi_async_init(env, obj, name, &p->actx) != napi_ok) {
+        napi_failed(env, "createPoller");
         poller_close(p);
         return NULL;
     }
-    NAPI_TRY(env, napi_create_reference(env, argv[1], 1, &p->cb), poller_close(p); return NULL);
-    NAPI_TRY(env, napi_create_string_utf8(env, "sockctl.Poller", NAPI_AUTO_LENGTH, &name), poller_close(p);
-             return NULL);
-    NAPI_TRY(env, napi_async_init(env, obj, name, &p->actx), poller_close(p); return NULL);
     return obj;
 }
 
@@ -1070,17 +917,14 @@ static const struct {
 #undef C
 
 /* Env teardown (worker exit, process end): close the handles JS left open, so the loop can close. */
-static void addon_cleanup(void *arg)
-{
+static void addon_cleanup(void *arg) {
     addon_t *addon = arg;
     while (addon->pollers != NULL)
         poller_close(addon->pollers);
 }
 
-static void addon_finalize(napi_env env, void *data, void *hint)
-{
+static void addon_finalize(napi_env env, void *data, void *hint) {
     addon_t *addon = data;
-
     (void)hint;
     napi_remove_env_cleanup_hook(env, addon_cleanup, addon); /* in case it has not run */
     addon_cleanup(addon);
@@ -1092,8 +936,7 @@ static void addon_finalize(napi_env env, void *data, void *hint)
 #define METHOD(name, fn) { name, NULL, fn, NULL, NULL, NULL, napi_default_method, NULL }
 #define FN(name, fn) { name, NULL, fn, NULL, NULL, NULL, napi_enumerable, NULL }
 
-NAPI_MODULE_INIT()
-{
+NAPI_MODULE_INIT() {
     napi_value ctor, consts;
     addon_t *addon = calloc(1, sizeof *addon);
     const napi_property_descriptor methods[] = {
@@ -1110,7 +953,6 @@ NAPI_MODULE_INIT()
         FN("tcpInfo", js_tcp_info), FN("ioctlInt", js_ioctl_int), FN("fdCount", js_fd_count),
         FN("createPoller", js_create_poller),
     };
-
     if (addon == NULL)
         FAIL(napi_throw_error(env, "ENOMEM", "sockctl: out of memory"));
     NAPI_TRY(env, napi_set_instance_data(env, addon, addon_finalize, NULL), free(addon); return NULL);

@@ -135,6 +135,24 @@ describe('IPV6_V6ONLY and the shared port space', () => {
   });
 });
 
+describe('family mismatches', () => {
+  // An address of the other family goes to the kernel as given, and its errno comes back: an IPv6
+  // sockaddr on an AF_INET socket is EAFNOSUPPORT, a 16-byte sockaddr_in on AF_INET6 is EINVAL.
+  it('passes the kernel errno through, and a v4-mapped address binds on AF_INET6', async () => {
+    const four = await create('AF_INET', 'SOCK_DGRAM');
+    const r4 = await bind(four, '::1');
+    expect(r4.status).toBe(400);
+    expect(r4.body).toMatchObject({ code: 'EAFNOSUPPORT', errno: 97, syscall: 'bind' });
+    const six = await create('AF_INET6', 'SOCK_STREAM');
+    const r6 = await bind(six, '127.0.0.1');
+    expect(r6.status).toBe(400);
+    expect(r6.body).toMatchObject({ code: 'EINVAL', errno: 22, syscall: 'bind' });
+    const mapped = await bind(six, '::ffff:127.0.0.1');
+    expect(mapped.status).toBe(200);
+    expect(mapped.body.local.address).toBe('::ffff:127.0.0.1');
+  });
+});
+
 describe('?view=sockaddr', () => {
   // struct sockaddr_in6 (28 bytes): family in host order (10 = 0a00 on little-endian), htons(port),
   // flowinfo, the 16 address bytes of ::1, scope id.

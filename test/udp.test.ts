@@ -146,6 +146,21 @@ describe('UDP sendto / recvfrom', () => {
     expect(r.headers['sockctl-eof']).toBe('false');
   });
 
+  // send(2) without a destination on an unconnected UDP socket: EDESTADDRREQ (409); a datagram over
+  // the UDP maximum (65507 bytes of payload on IPv4): EMSGSIZE, passed through as a 400.
+  it('passes EDESTADDRREQ and EMSGSIZE through', async () => {
+    const a = await bound();
+    const b = await bound();
+    const noDest = await send(a.id, { data: 'x' });
+    expect(noDest.status).toBe(409);
+    expect(noDest.body).toMatchObject({ code: 'EDESTADDRREQ', errno: 89, syscall: 'send' });
+    const big = await send(a.id, { data: 'x'.repeat(65_508), to: b.local });
+    expect(big.status).toBe(400);
+    expect(big.body).toMatchObject({ code: 'EMSGSIZE', errno: 90, syscall: 'sendto' });
+    expect((await send(a.id, { data: 'x'.repeat(65_507), to: b.local })).body).toEqual({ bytes: 65_507 });
+    expect((await recv(b.id, { timeoutMs: 1000 })).body.bytes).toBe(65_507);
+  });
+
   // With nothing queued, a non-blocking recv fails as recvfrom(2) would: EAGAIN, as 504.
   it('recv with nothing queued and timeoutMs 0 gives 504 EAGAIN', async () => {
     const b = await bound();
@@ -178,6 +193,23 @@ describe('connected UDP', () => {
     expect((await recv(a.id, { timeoutMs: 0 })).body.code).toBe('EAGAIN');
   });
 
+  // connect on an unbound UDP socket binds it implicitly; connecting again just changes the peer.
+  it('binds implicitly on connect and can be reconnected to another peer', async () => {
+    const a = await create();
+    const b = await bound();
+    const c = await bound();
+    const first = await t.call('POST', `/v1/sockets/${a.id}/connect`, b.local);
+    expect(first.body.state).toBe('connected');
+    expect(first.body.local).toEqual({ address: '127.0.0.1', port: expect.any(Number) });
+    expect(first.body.local.port).toBeGreaterThan(0);
+    const second = await t.call('POST', `/v1/sockets/${a.id}/connect`, c.local);
+    expect(second.status).toBe(200);
+    expect(second.body).toMatchObject({ state: 'connected', remote: c.local, local: first.body.local });
+    await send(a.id, { data: 'to-c' });
+    expect((await recv(c.id, { timeoutMs: 1000 })).body).toMatchObject({ data: 'to-c', from: first.body.local });
+    expect((await recv(b.id, { timeoutMs: 0 })).body.code).toBe('EAGAIN');
+  });
+
   // Loopback answers a datagram to a closed port with ICMP port unreachable; a connected UDP socket
   // reports it as ECONNREFUSED on its next call, and the service records it in lastError.
   it('reports ECONNREFUSED on recv after sending to a closed port', async () => {
@@ -196,7 +228,7 @@ describe('connected UDP', () => {
     expect((await recv(a.id, { timeoutMs: 0 })).body.code).toBe('EAGAIN');
   });
 
-  // The octet-stream recv of an unconnected-peer datagram, and sendto with ?address= over a real HTTP client.
+  // A connected socket's peer answers through a real HTTP client: raw sendto with ?address=, raw recv.
   it('works over a real HTTP connection with raw bodies', async () => {
     const a = await bound();
     const b = await bound();

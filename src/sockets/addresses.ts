@@ -78,9 +78,15 @@ export function wireAddress(sa: SockAddr): SocketAddress {
   return { address: scoped, port: sa.port };
 }
 
-/** getsockname of an unbound socket: inet port 0 (bind always assigns a port), or an unnamed Unix socket. */
-export function isUnbound(sa: SockAddr): boolean {
-  return 'path' in sa ? sa.path === null : sa.port === 0;
+/**
+ * getsockname of an unbound socket: inet port 0 (bind always assigns a port), or an unnamed Unix socket.
+ * A raw socket has no port: Linux reports its protocol number there from socket() on (0.0.0.0:1 for
+ * ICMP), so only a bound address tells that it was bound.
+ */
+export function isUnbound(sa: SockAddr, raw = false): boolean {
+  if ('path' in sa) return sa.path === null;
+  if (raw) return sa.address === '0.0.0.0' || sa.address === '::';
+  return sa.port === 0;
 }
 
 /** "127.0.0.1:6666", "[::1]:80", "/tmp/x", "(unnamed)" for messages. */

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { fstatSync, readFileSync } from 'node:fs';
 import type { KernelView } from '../../schemas/socket.js';
 import { C, native, type SockAddr } from '../io/native.js';
 import { ipv6Bytes } from './addresses.js';
@@ -26,8 +26,10 @@ export function tcpStateName(n: number): string {
 }
 
 /**
- * The kernel's view of an open socket, read now: TCP_INFO and the queue sizes. A TCP socket whose
- * connection the kernel moved to TIME_WAIT reports CLOSE through TCP_INFO, so /proc is asked then too.
+ * The kernel's view of an open socket, read now: TCP_INFO and the queue sizes; for UDP and raw sockets
+ * the drop counter. A TCP socket whose connection the kernel moved to TIME_WAIT reports CLOSE through
+ * TCP_INFO (and getpeername fails then), so /proc is asked then too, with `addrs`: the last address pair
+ * the socket was seen connected with.
  */
 export function kernelView(
   fd: number,
@@ -65,7 +67,38 @@ export function kernelView(
     view.recvQueue = safe(() => native.ioctlInt(fd, C.SIOCINQ));
     view.sendQueue = safe(() => native.ioctlInt(fd, C.SIOCOUTQ));
   }
+  if (!isTcp && domain !== C.AF_UNIX) {
+    const drops = procDrops(fd, domain, type);
+    if (drops !== undefined) view.drops = drops;
+  }
   return view;
+}
+
+/**
+ * The `drops` column of /proc/net/{udp,udp6,raw,raw6} (sk_drops: datagrams the kernel discarded for this
+ * socket, mostly because its receive buffer was full), on the line whose inode is this socket's. Matching
+ * on the inode rather than the address keeps SO_REUSEADDR/SO_REUSEPORT siblings apart.
+ */
+function procDrops(fd: number, domain: number, type: number): number | undefined {
+  let inode: string;
+  try {
+    inode = String(fstatSync(fd).ino);
+  } catch {
+    return undefined;
+  }
+  const file = `/proc/net/${type === C.SOCK_RAW ? 'raw' : 'udp'}${domain === C.AF_INET6 ? '6' : ''}`;
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+  for (const line of text.split('\n').slice(1)) {
+    const cols = line.trim().split(/\s+/);
+    if (cols.length >= 13 && cols[9] === inode) return Number(cols[12]);
+  }
+  return undefined;
 }
 
 /** What outlives a closed TCP descriptor (TIME_WAIT, FIN_WAIT2...), from /proc/net/tcp and tcp6. */

@@ -87,6 +87,8 @@ export class ManagedSocket {
   private readonly stream: boolean;
   private lastLocal: SockAddr | null = null;
   private lastRemote: SockAddr | null = null;
+  /** The last address pair seen connected: finds a TCP connection in /proc once getpeername() fails (TIME_WAIT). */
+  private connection: { local: SockAddr; remote: SockAddr } | null = null;
   private unlinkOnClose: (() => void) | undefined;
   private connecting: Promise<void> | undefined;
   private rcvTimeoMs = 0;
@@ -124,6 +126,8 @@ export class ManagedSocket {
     if (previous === to) return;
     assert.ok(canTransition(previous, to), `illegal transition ${previous} -> ${to}`);
     this.current = to;
+    // remember the connection's address pair now, even if nobody reads the resource while it lasts
+    if (to === 'connected') this.refreshAddresses();
     this.ctx.events.emit(this.id, 'state', { state: to, previous });
   }
 
@@ -147,7 +151,7 @@ export class ManagedSocket {
 
   /** accept(2), waiting up to timeoutMs for a connection in the kernel's queue. */
   async accept(timeoutMs?: number): Promise<ManagedSocket> {
-    this.guard('accept');
+    this.guard('accept4');
     const deadline = new Deadline(this.waitFor(timeoutMs, this.rcvTimeoMs));
     const accepted = await this.sysAsync('accept', () =>
       this.watcherRetry('readable', deadline, () => native.accept(this.fd)),
@@ -250,7 +254,7 @@ export class ManagedSocket {
     data: Buffer,
     opts: { to?: AddressInput | undefined; flags?: number; timeoutMs?: number | undefined; untilDone?: boolean } = {},
   ): Promise<number> {
-    this.guard('send');
+    this.guard(opts.to ? 'sendto' : 'send');
     const to = opts.to ? this.behaviour.toSockAddr(opts.to) : null;
     const flags = opts.flags ?? 0;
     const nonblocking = (flags & C.MSG_DONTWAIT) !== 0;
@@ -261,14 +265,15 @@ export class ManagedSocket {
     const sent = await this.sysAsync(what, () => sendBlocking(this.fd, this.watcher, deadline, data, flags, to, this.stream));
     this.stats.bytesSent += sent;
     this.stats.messagesSent += 1;
-    if (to && this.current === 'created' && !isUnbound(native.getsockname(this.fd))) this.transition('bound');
+    if (to && this.current === 'created' && !isUnbound(native.getsockname(this.fd), this.type === 'SOCK_RAW'))
+      this.transition('bound');
     this.ctx.events.emit(this.id, 'sent', { offset: this.stats.bytesSent - sent, bytes: sent }, data.subarray(0, sent));
     return sent;
   }
 
   /** recv(2) / recvfrom(2): one datagram, or on a stream what is there (waitAll: up to maxBytes or EOF). */
   async recv(opts: RecvOptions = {}): Promise<Received> {
-    this.guard('recv');
+    this.guard('recvmsg');
     if (this.consumer) throw errors.streamAttached(this.id);
     const maxBytes = opts.maxBytes ?? this.ctx.recvDefaultBytes;
     if (maxBytes > this.ctx.recvMaxBytes)
@@ -316,7 +321,7 @@ export class ManagedSocket {
    * readiness ('blocked') or stop ('eof').
    */
   pull(chunkBytes: number, budget: number): 'more' | 'blocked' | 'eof' {
-    this.guard('recv');
+    this.guard('recvmsg');
     let taken = 0;
     while (taken < budget) {
       let r;
@@ -389,13 +394,14 @@ export class ManagedSocket {
   /** The resource of DESIGN.md section 3, read from the kernel now (the last values, once closed). */
   toResource(view?: 'sockaddr'): Socket {
     if (this.isOpen) this.refreshAddresses();
-    const local = this.lastLocal && !isUnbound(this.lastLocal) ? this.lastLocal : null;
+    const local = this.lastLocal && !isUnbound(this.lastLocal, this.type === 'SOCK_RAW') ? this.lastLocal : null;
     const remote = this.lastRemote;
     const isTcp = this.stream && this.family !== 'AF_UNIX';
+    const pair = this.connection ?? { local, remote };
     const kernel = this.isOpen
-      ? kernelView(this.fd, this.behaviour.domain, C[this.type], { local, remote })
+      ? kernelView(this.fd, this.behaviour.domain, C[this.type], pair)
       : isTcp
-        ? closedKernelView(local, remote)
+        ? closedKernelView(pair.local, pair.remote)
         : {};
     const resource: Socket = {
       id: this.id,
@@ -438,6 +444,7 @@ export class ManagedSocket {
     } catch {
       this.lastRemote = null;
     }
+    if (this.lastLocal && this.lastRemote) this.connection = { local: this.lastLocal, remote: this.lastRemote };
   }
 
   /** Every operation checks the state first: a closed socket never reaches the kernel. */
@@ -475,7 +482,9 @@ export class ManagedSocket {
   private fail(e: unknown, what: string): SockctlError {
     if (e instanceof SockctlError) return e;
     if (e instanceof ClosedWhileWaiting) return errors.closed(this.id, what.split(' ')[0]!);
-    if (isSysError(e) && ASYNC_ERRNOS.includes(e.code)) {
+    // EPIPE is the peer's doing only on a connection (on a never-connected TCP socket it is local)
+    const asynchronous = isSysError(e) && ASYNC_ERRNOS.includes(e.code) && (e.code !== 'EPIPE' || this.current === 'connected');
+    if (asynchronous) {
       this.lastError = { code: e.code, errno: e.errno, syscall: e.syscall, message: e.message };
       this.ctx.events.emit(this.id, 'error', { ...this.lastError });
     }

@@ -1,0 +1,166 @@
+/**
+ * The TCP peer of the data-path scenarios, in its own process so that its work does not share the
+ * harness's event loop. Driven over IPC by bench/lib/peer-client.ts: one request `{id, op, ...}`, one
+ * reply `{id, ...}` (or `{id, error}`). Every connection counts what it receives, with the time of the
+ * first and last byte on the shared monotonic clock.
+ */
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { nowMs } from './clock.js';
+
+interface Conn {
+  socket: Socket;
+  bytes: number;
+  firstMs: number;
+  lastMs: number;
+  /** Called on every chunk received. */
+  onData?: () => void;
+}
+
+type Request = { id: number; op: string; [k: string]: unknown };
+
+const conns = new Map<number, Conn>();
+let nextConn = 1;
+let server: Server | undefined;
+const accepted: Socket[] = [];
+const acceptWaiters: ((s: Socket) => void)[] = [];
+
+function adopt(socket: Socket): number {
+  socket.setNoDelay(true);
+  const c: Conn = { socket, bytes: 0, firstMs: 0, lastMs: 0 };
+  socket.on('data', (d: Buffer) => {
+    const t = nowMs();
+    if (c.bytes === 0) c.firstMs = t;
+    c.bytes += d.length;
+    c.lastMs = t;
+    c.onData?.();
+  });
+  socket.on('error', () => undefined); // resets at close are expected
+  const id = nextConn++;
+  conns.set(id, c);
+  socket.once('close', () => conns.delete(id));
+  return id;
+}
+
+function conn(id: unknown): Conn {
+  const c = conns.get(Number(id));
+  if (!c) throw new Error(`no connection ${String(id)}`);
+  return c;
+}
+
+/** Writes `bytes` from one reused block, honouring backpressure, then ends the stream. */
+function blast(c: Conn, bytes: number, chunk: number): Promise<{ startMs: number; endMs: number }> {
+  const block = Buffer.alloc(chunk, 0x61);
+  const startMs = nowMs();
+  let left = bytes;
+  return new Promise((resolve, reject) => {
+    c.socket.once('error', reject);
+    const pump = () => {
+      while (left > 0) {
+        const n = Math.min(left, chunk);
+        left -= n;
+        if (!c.socket.write(n === chunk ? block : block.subarray(0, n))) return void c.socket.once('drain', pump);
+      }
+      c.socket.end(() => resolve({ startMs, endMs: nowMs() }));
+    };
+    pump();
+  });
+}
+
+/** `count` messages of `size` bytes at `rate` per second; each holds its send time (f64 ms) and its index. */
+function ticks(c: Conn, rate: number, count: number, size: number): Promise<{ sent: number }> {
+  const start = nowMs();
+  let sent = 0;
+  return new Promise((resolve) => {
+    const tick = () => {
+      const due = Math.min(count, Math.floor(((nowMs() - start) * rate) / 1000) + 1);
+      while (sent < due) {
+        const m = Buffer.alloc(size);
+        m.writeUInt32LE(sent, 8);
+        m.writeDoubleLE(nowMs(), 0);
+        c.socket.write(m);
+        sent++;
+      }
+      if (sent >= count || c.socket.destroyed) return resolve({ sent });
+      // sleep until the next message is due (timers have ~1 ms resolution)
+      const next = start + (sent * 1000) / rate;
+      setTimeout(tick, Math.max(0, next - nowMs()));
+    };
+    tick();
+  });
+}
+
+/** Resolves when the connection received at least `bytes`, or rejects after `timeoutMs`. */
+function sink(c: Conn, bytes: number, timeoutMs: number): Promise<{ bytes: number; firstMs: number; lastMs: number }> {
+  const result = () => ({ bytes: c.bytes, firstMs: c.firstMs, lastMs: c.lastMs });
+  if (c.bytes >= bytes) return Promise.resolve(result());
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      c.onData = undefined;
+      reject(new Error(`sink: ${c.bytes} of ${bytes} bytes after ${timeoutMs} ms`));
+    }, timeoutMs);
+    c.onData = () => {
+      if (c.bytes < bytes) return;
+      clearTimeout(timer);
+      c.onData = undefined;
+      resolve(result());
+    };
+  });
+}
+
+async function handle(req: Request): Promise<Record<string, unknown>> {
+  switch (req.op) {
+    case 'listen': {
+      if (!server) {
+        server = createServer((s) => {
+          const w = acceptWaiters.shift();
+          if (w) w(s);
+          else accepted.push(s);
+        });
+        await new Promise<void>((r) => server!.listen(0, '127.0.0.1', 511, r));
+      }
+      return { port: (server.address() as { port: number }).port };
+    }
+    case 'connect': {
+      const s = connect({ host: '127.0.0.1', port: Number(req.port) });
+      await new Promise<void>((resolve, reject) => {
+        s.once('connect', resolve);
+        s.once('error', reject);
+      });
+      return { conn: adopt(s) };
+    }
+    case 'accept': {
+      const s = accepted.shift() ?? (await new Promise<Socket>((r) => acceptWaiters.push(r)));
+      return { conn: adopt(s) };
+    }
+    case 'blast':
+      return blast(conn(req.conn), Number(req.bytes), Number(req.chunk ?? 1024 * 1024));
+    case 'sink':
+      return sink(conn(req.conn), Number(req.bytes), Number(req.timeoutMs ?? 60_000));
+    case 'ticks':
+      return ticks(conn(req.conn), Number(req.rate), Number(req.count), Number(req.size));
+    case 'count': {
+      const c = conn(req.conn);
+      return { bytes: c.bytes, firstMs: c.firstMs, lastMs: c.lastMs };
+    }
+    case 'close': {
+      const c = conns.get(Number(req.conn));
+      if (c) {
+        if (req.reset) c.socket.resetAndDestroy();
+        else c.socket.destroy();
+        conns.delete(Number(req.conn));
+      }
+      return {};
+    }
+    default:
+      throw new Error(`unknown op ${req.op}`);
+  }
+}
+
+process.on('message', (req: Request) => {
+  handle(req).then(
+    (r) => process.send!({ id: req.id, ...r }),
+    (e: unknown) => process.send!({ id: req.id, error: e instanceof Error ? e.message : String(e) }),
+  );
+});
+process.on('disconnect', () => process.exit(0)); // the harness went away
+process.send!({ id: 0, ready: true });

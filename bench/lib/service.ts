@@ -1,0 +1,104 @@
+import { freePort, spawnNode, waitHttp, waitLine, type Proc } from './procs.js';
+
+export const TOKEN = 'bench-token';
+
+/** A sockctl HTTP error, with its status and body. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: string,
+    what: string,
+  ) {
+    super(`${what}: ${status} ${body.slice(0, 300)}`);
+  }
+}
+
+export interface SocketRef {
+  id: string;
+  local: { address: string; port: number } | null;
+}
+
+/** A running sockctl process (`node --import tsx src/main.ts`) and a small client of its API. */
+export class Service {
+  private constructor(
+    readonly proc: Proc,
+    readonly port: number,
+  ) {}
+
+  get pid(): number {
+    return this.proc.pid;
+  }
+
+  get base(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  /** Starts the service and waits for /v1/health. `nofile` raises RLIMIT_NOFILE through the shell. */
+  static async start(opts: { env?: Record<string, string>; nodeArgs?: string[]; nofile?: number; name?: string } = {}): Promise<Service> {
+    const port = await freePort();
+    const proc = spawnNode(opts.name ?? 'sockctl', 'src/main.ts', {
+      env: { SOCKCTL_PORT: String(port), SOCKCTL_TOKEN: TOKEN, SOCKCTL_LOG_LEVEL: 'warn', SOCKCTL_HOST: '127.0.0.1', ...opts.env },
+      nodeArgs: opts.nodeArgs ?? [],
+      ...(opts.nofile ? { nofile: opts.nofile } : {}),
+    });
+    const s = new Service(proc, port);
+    await waitHttp(proc, `${s.base}/v1/health`);
+    return s;
+  }
+
+  /** One API call; a non-2xx answer throws an ApiError. */
+  async call<T = any>(method: string, path: string, body?: unknown): Promise<T> {
+    const r = await fetch(this.base + path, {
+      method,
+      headers: { authorization: `Bearer ${TOKEN}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      signal: AbortSignal.timeout(60_000),
+    });
+    const text = await r.text();
+    if (!r.ok) throw new ApiError(r.status, text, `${method} ${path}`);
+    return (text ? JSON.parse(text) : undefined) as T;
+  }
+
+  /** A TCP listener on 127.0.0.1, ephemeral port: create, bind, listen. */
+  async listener(label = 'bench', backlog = 511): Promise<SocketRef> {
+    const s = await this.call<SocketRef>('POST', '/v1/sockets', { family: 'inet', type: 'stream', label });
+    await this.call('POST', `/v1/sockets/${s.id}/bind`, { address: '127.0.0.1', port: 0 });
+    return this.call<SocketRef>('POST', `/v1/sockets/${s.id}/listen`, { backlog });
+  }
+
+  async accept(listenerId: string): Promise<SocketRef> {
+    return this.call<SocketRef>('POST', `/v1/sockets/${listenerId}/accept`, { timeoutMs: 10_000 });
+  }
+
+  async close(id: string): Promise<void> {
+    await this.call('DELETE', `/v1/sockets/${id}`).catch(() => undefined);
+  }
+
+  /** The consumer stream of a socket, binary mode. */
+  streamUrl(id: string): string {
+    return `ws://127.0.0.1:${this.port}/v1/sockets/${id}/stream?binary=true&token=${TOKEN}`;
+  }
+
+  eventsUrl(query = ''): string {
+    return `ws://127.0.0.1:${this.port}/v1/events?token=${TOKEN}${query ? `&${query}` : ''}`;
+  }
+
+  async stop(): Promise<void> {
+    await this.proc.stop(10_000);
+  }
+}
+
+/** A baseline process that prints "... listening on PORT" (bench/baselines/relay.ts). */
+export async function startRelay(): Promise<{ proc: Proc; port: number }> {
+  const proc = spawnNode('relay', 'bench/baselines/relay.ts', { env: { RELAY_PORT: '0' } });
+  const m = await waitLine(proc, /listening on (\d+)/);
+  return { proc, port: Number(m[1]) };
+}
+
+/** The bare fastify route (bench/baselines/bare-fastify.ts). */
+export async function startBareFastify(): Promise<{ proc: Proc; port: number }> {
+  const port = await freePort();
+  const proc = spawnNode('bare-fastify', 'bench/baselines/bare-fastify.ts', { env: { BARE_PORT: String(port) } });
+  await waitHttp(proc, `http://127.0.0.1:${port}/health`);
+  return { proc, port };
+}

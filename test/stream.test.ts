@@ -1,0 +1,631 @@
+// The consumer stream (DESIGN.md section 5) with real WebSocket clients against a listening app and real
+// TCP peers (node:net): backpressure end to end, JSON and binary data, client ops, one consumer at a time,
+// autoAccept, resume with ?offset=, and WebSocket liveness (ping/pong).
+import { createHash, randomBytes, randomInt } from 'node:crypto';
+import { once } from 'node:events';
+import net from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { WebSocket, type ClientOptions } from 'ws';
+import type { Config } from '../src/config.js';
+import { startApp, TOKEN, until, type TestApp } from './helpers.js';
+
+const MiB = 1024 * 1024;
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+let t: TestApp | undefined;
+let port = 0;
+const sockets: WebSocket[] = [];
+const peers: net.Socket[] = [];
+
+/** A listening app (real WebSocket clients need a port). */
+async function boot(overrides: Partial<Config> = {}): Promise<TestApp> {
+  t = await startApp(overrides);
+  await t.app.listen({ host: '127.0.0.1', port: 0 });
+  port = (t.app.server.address() as net.AddressInfo).port;
+  return t;
+}
+
+afterEach(async () => {
+  for (const ws of sockets.splice(0)) if (ws.readyState !== WebSocket.CLOSED) ws.terminate();
+  for (const p of peers.splice(0)) p.destroy();
+  await t?.close();
+  t = undefined;
+});
+
+interface Client {
+  ws: WebSocket;
+  /** Text frames, parsed. */
+  events: any[];
+  /** Binary frames (unless onBinary takes them). */
+  chunks: Buffer[];
+  binBytes: number;
+  /** Frames in arrival order: 'b' for binary, the event type for text. */
+  order: string[];
+  opened: Promise<void>;
+  closed: Promise<{ code: number; reason: string }>;
+  /** The HTTP status of a refused upgrade. */
+  refused?: number;
+}
+
+/** A WebSocket client on `path` (token in the query unless `auth` says otherwise). */
+function client(
+  path: string,
+  opts: { auth?: 'query' | 'header' | 'none'; ws?: ClientOptions; onBinary?: (b: Buffer) => void } = {},
+): Client {
+  const auth = opts.auth ?? 'query';
+  const sep = path.includes('?') ? '&' : '?';
+  const url = `ws://127.0.0.1:${port}${path}${auth === 'query' ? `${sep}token=${TOKEN}` : ''}`;
+  const ws = new WebSocket(url, {
+    ...(auth === 'header' ? { headers: { authorization: `Bearer ${TOKEN}` } } : {}),
+    ...opts.ws,
+  });
+  sockets.push(ws);
+  const c: Client = { ws, events: [], chunks: [], binBytes: 0, order: [], opened: undefined as any, closed: undefined as any };
+  c.opened = new Promise((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('unexpected-response', (req, res) => {
+      c.refused = res.statusCode;
+      res.resume();
+      req.destroy();
+      reject(new Error(`upgrade refused: ${res.statusCode}`));
+    });
+    ws.once('error', reject);
+  });
+  c.opened.catch(() => undefined);
+  c.closed = new Promise((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+  ws.on('error', () => undefined);
+  ws.on('message', (data: Buffer, isBinary) => {
+    if (isBinary) {
+      c.order.push('b');
+      c.binBytes += data.length;
+      if (opts.onBinary) opts.onBinary(data);
+      else c.chunks.push(data);
+      return;
+    }
+    const ev = JSON.parse(data.toString());
+    c.order.push(ev.type);
+    c.events.push(ev);
+  });
+  return c;
+}
+
+const eventOf = (c: Client, type: string, what = type, ms = 5000) =>
+  until(() => c.events.find((e) => e.type === type), `${what} event`, ms);
+
+/** A peer's received bytes, hashed on the fly, and its EOF. */
+function reader(peer: net.Socket) {
+  const parts: Buffer[] = [];
+  const r = {
+    parts,
+    bytes: 0,
+    ended: new Promise<void>((resolve) => peer.once('end', resolve)),
+    data: () => Buffer.concat(parts),
+  };
+  peer.on('data', (d: Buffer) => {
+    parts.push(d);
+    r.bytes += d.length;
+  });
+  return r;
+}
+
+async function listener(label?: string): Promise<{ id: string; port: number }> {
+  const c = await t!.call('POST', '/v1/sockets', { family: 'inet', type: 'stream', ...(label ? { label } : {}) });
+  expect(c.status).toBe(201);
+  expect((await t!.call('POST', `/v1/sockets/${c.body.id}/bind`, { address: '127.0.0.1', port: 0 })).status).toBe(200);
+  const l = await t!.call('POST', `/v1/sockets/${c.body.id}/listen`, {});
+  expect(l.status).toBe(200);
+  return { id: c.body.id, port: l.body.local.port };
+}
+
+function peerTo(p: number): net.Socket {
+  const peer = net.connect(p, '127.0.0.1');
+  peer.on('error', () => undefined);
+  peers.push(peer);
+  return peer;
+}
+
+/** A TCP connection: the service's accepted socket `id`, and the net peer on the other end. */
+async function session(): Promise<{ id: string; peer: net.Socket }> {
+  const l = await listener();
+  const peer = peerTo(l.port);
+  await once(peer, 'connect');
+  const a = await t!.call('POST', `/v1/sockets/${l.id}/accept`, { timeoutMs: 2000 });
+  expect(a.status).toBe(201);
+  expect((await t!.call('DELETE', `/v1/sockets/${l.id}`)).status).toBe(200);
+  return { id: a.body.id, peer };
+}
+
+const getSocket = async (id: string) => (await t!.call('GET', `/v1/sockets/${id}`)).body;
+
+describe('consumer stream: backpressure end to end', () => {
+  // A peer writes 64 MiB as fast as TCP lets it into a socket whose consumer takes ~32 MiB/s. The service
+  // must read only as fast as the WebSocket drains, so the surplus waits in the kernel (the service socket's
+  // receive queue, the peer's send queue) and the peer's write() blocks; the service's memory stays flat.
+  it('a slow consumer slows the TCP peer; every byte arrives in order; RSS stays bounded', async () => {
+    const HIGH_WATER = 1 * MiB;
+    await boot({ streamHighWaterBytes: HIGH_WATER });
+    const { id, peer } = await session();
+    const TOTAL = 64 * MiB;
+    const RATE = 32 * MiB; // bytes per second the client takes
+    const WRITE = 8 * 1024; // below the peer's 16 KiB high-water mark: write() is false only when the kernel is full
+
+    const inHash = createHash('sha256');
+    let received = 0;
+    const c = client(`/v1/sockets/${id}/stream?binary=true`, {
+      onBinary: (b) => {
+        inHash.update(b);
+        received += b.length;
+      },
+    });
+    await c.opened;
+    const serverWs = [...t!.app.websocketServer.clients][0]!;
+
+    const rss0 = process.memoryUsage().rss;
+    const started = Date.now();
+    // throttle: pause the client whenever it is ahead of RATE; resume when time has caught up
+    const throttle = setInterval(() => {
+      const allowed = (RATE * (Date.now() - started)) / 1000;
+      if (received > allowed) c.ws.pause();
+      else c.ws.resume();
+    }, 5);
+
+    const outHash = createHash('sha256');
+    let written = 0;
+    let writeFalse = 0;
+    let blockedMs = 0;
+    let maxBlockedMs = 0;
+    let receivedWhenPeerDone = -1;
+    const pump = (async () => {
+      while (written < TOTAL) {
+        const chunk = randomBytes(WRITE);
+        outHash.update(chunk);
+        const ok = peer.write(chunk);
+        written += chunk.length;
+        if (!ok) {
+          writeFalse++;
+          const t0 = Date.now();
+          await once(peer, 'drain');
+          const waited = Date.now() - t0;
+          blockedMs += waited;
+          maxBlockedMs = Math.max(maxBlockedMs, waited);
+        }
+      }
+      receivedWhenPeerDone = received;
+      peer.end();
+    })();
+
+    let maxRss = rss0;
+    let maxLag = 0;
+    let maxBuffered = 0;
+    let maxKernelRecvQueue = 0;
+    let running = true;
+    const sampler = setInterval(() => {
+      maxRss = Math.max(maxRss, process.memoryUsage().rss);
+      maxLag = Math.max(maxLag, written - received);
+      maxBuffered = Math.max(maxBuffered, serverWs.bufferedAmount);
+    }, 10);
+    const kernelSampler = (async () => {
+      while (running) {
+        const s = await getSocket(id);
+        maxKernelRecvQueue = Math.max(maxKernelRecvQueue, s.kernel?.recvQueue ?? 0);
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    })();
+
+    try {
+      await pump;
+      const eof = await eventOf(c, 'eof', 'eof', 20_000);
+      expect(eof.offset).toBe(TOTAL);
+    } finally {
+      running = false;
+      clearInterval(throttle);
+      clearInterval(sampler);
+      await kernelSampler;
+    }
+    const elapsed = Date.now() - started;
+    c.ws.resume();
+
+    expect(received).toBe(TOTAL);
+    expect(inHash.digest('hex')).toBe(outHash.digest('hex'));
+    // the eof event came after the last binary frame
+    expect(c.order.lastIndexOf('b')).toBeLessThan(c.order.indexOf('eof'));
+    // the throttle held: the transfer took at least ~TOTAL/RATE
+    expect(elapsed).toBeGreaterThan((TOTAL / RATE) * 1000 * 0.9);
+    // the peer was held back by TCP flow control: its writes blocked, for long stretches in total
+    expect(writeFalse).toBeGreaterThan(0);
+    expect(blockedMs).toBeGreaterThan(elapsed * 0.5);
+    // when the peer had written everything, the consumer had not: the rest waited in buffers...
+    expect(TOTAL - receivedWhenPeerDone).toBeGreaterThan(4 * MiB);
+    expect(maxLag).toBeGreaterThan(4 * MiB);
+    // ...in the kernel (the service socket's receive queue), not in the service: the WebSocket's
+    // buffer stayed near the high-water mark (plus one read budget of 1 MiB)
+    expect(maxKernelRecvQueue).toBeGreaterThan(1 * MiB);
+    expect(maxBuffered).toBeLessThanOrEqual(HIGH_WATER + 1 * MiB + 256 * 1024);
+    const rssGrowth = maxRss - rss0;
+    expect(rssGrowth).toBeLessThan(64 * MiB);
+    console.log(
+      `[backpressure] 64 MiB in ${elapsed} ms; peer write()=false ${writeFalse}x, blocked ${blockedMs} ms (max ${maxBlockedMs} ms); ` +
+        `max lag ${(maxLag / MiB).toFixed(1)} MiB; left when peer done ${((TOTAL - receivedWhenPeerDone) / MiB).toFixed(1)} MiB; ` +
+        `max kernel recvQueue ${(maxKernelRecvQueue / MiB).toFixed(2)} MiB; max ws bufferedAmount ${(maxBuffered / MiB).toFixed(2)} MiB; ` +
+        `RSS ${(rss0 / MiB).toFixed(0)} -> max ${(maxRss / MiB).toFixed(0)} MiB (growth ${(rssGrowth / MiB).toFixed(1)} MiB)`,
+    );
+
+    c.ws.close();
+    expect((await c.closed).code).toBe(1005);
+  }, 40_000);
+});
+
+describe('consumer stream: data encodings', () => {
+  it('JSON data events carry offset, bytes and base64 data that reassemble to what the peer sent', async () => {
+    await boot();
+    const { id, peer } = await session();
+    const c = client(`/v1/sockets/${id}/stream?encoding=base64`);
+    await c.opened;
+    const sent = randomBytes(700 * 1024 + 13);
+    peer.end(sent);
+    const eof = await eventOf(c, 'eof');
+    const data = c.events.filter((e) => e.type === 'data');
+    expect(c.chunks).toHaveLength(0);
+    expect(data.length).toBeGreaterThan(0);
+    let offset = 0;
+    const parts: Buffer[] = [];
+    let lastSeq = 0;
+    for (const e of data) {
+      expect(e).toMatchObject({ socket: id, type: 'data', offset, encoding: 'base64' });
+      expect(typeof e.seq).toBe('number');
+      expect(e.seq).toBeGreaterThan(lastSeq);
+      lastSeq = e.seq;
+      const b = Buffer.from(e.data, 'base64');
+      expect(b.length).toBe(e.bytes);
+      parts.push(b);
+      offset += b.length;
+    }
+    expect(sha256(Buffer.concat(parts))).toBe(sha256(sent));
+    expect(eof).toMatchObject({ socket: id, type: 'eof', offset: sent.length });
+    expect(eof.seq).toBeGreaterThan(lastSeq);
+    c.ws.close(1000);
+    await c.closed;
+  });
+
+  it('hex and utf8 encodings, and binary frames with ?binary=true', async () => {
+    await boot();
+    const s1 = await session();
+    const hex = client(`/v1/sockets/${s1.id}/stream?encoding=hex`);
+    await hex.opened;
+    s1.peer.write(Buffer.from([0, 1, 0xfe, 0xff]));
+    const d = await eventOf(hex, 'data');
+    expect(d).toMatchObject({ offset: 0, bytes: 4, data: '0001feff', encoding: 'hex' });
+
+    const s2 = await session();
+    const utf = client(`/v1/sockets/${s2.id}/stream`);
+    await utf.opened;
+    s2.peer.write('héllo');
+    expect(await eventOf(utf, 'data')).toMatchObject({ offset: 0, bytes: 6, data: 'héllo', encoding: 'utf8' });
+
+    const s3 = await session();
+    const bin = client(`/v1/sockets/${s3.id}/stream?binary=true`);
+    await bin.opened;
+    const sent = randomBytes(300 * 1024);
+    s3.peer.end(sent);
+    const eof = await eventOf(bin, 'eof');
+    expect(eof.offset).toBe(sent.length);
+    expect(bin.events.filter((e) => e.type === 'data')).toHaveLength(0);
+    expect(sha256(Buffer.concat(bin.chunks))).toBe(sha256(sent));
+    expect(bin.order.indexOf('eof')).toBe(bin.order.length - 1);
+    for (const c of [hex, utf, bin]) {
+      c.ws.close(1000);
+      await c.closed;
+    }
+  });
+});
+
+describe('consumer stream: client ops', () => {
+  it('binary frames and {op:"send"} reach the peer in order; SHUT_WR gives it EOF; {op:"close"} closes the socket', async () => {
+    await boot();
+    const { id, peer } = await session();
+    const got = reader(peer);
+    const c = client(`/v1/sockets/${id}/stream`, { auth: 'header' });
+    await c.opened;
+    const big = randomBytes(2 * MiB + 7);
+    const expected = Buffer.concat([
+      Buffer.from('one,'),
+      Buffer.from('two,'),
+      big,
+      Buffer.from([0xde, 0xad]),
+      Buffer.from('three,'),
+      Buffer.from([0xbe, 0xef]),
+      Buffer.from('end'),
+    ]);
+    c.ws.send(Buffer.from('one,'));
+    c.ws.send(JSON.stringify({ op: 'send', data: 'two,' }));
+    c.ws.send(big);
+    c.ws.send(JSON.stringify({ op: 'send', data: '3q0=', encoding: 'base64' }));
+    c.ws.send(JSON.stringify({ op: 'send', data: 'three,', encoding: 'utf8' }));
+    c.ws.send(JSON.stringify({ op: 'send', data: 'beef', encoding: 'hex' }));
+    c.ws.send(Buffer.from('end'));
+    c.ws.send(JSON.stringify({ op: 'shutdown', how: 'SHUT_WR' }));
+    await got.ended; // EOF after the data
+    expect(got.bytes).toBe(expected.length);
+    expect(sha256(got.data())).toBe(sha256(expected));
+    const sh = await eventOf(c, 'shutdown');
+    expect(sh).toMatchObject({ socket: id, how: 'SHUT_WR' });
+    const mid = await getSocket(id);
+    expect(mid.state).toBe('connected');
+    expect(mid.shutdown).toEqual({ read: false, write: true });
+    expect(mid.stats.bytesSent).toBe(expected.length);
+    // sent events are not echoed to the consumer
+    expect(c.events.filter((e) => e.type === 'sent' || e.type === 'error')).toEqual([]);
+
+    // the socket can still receive after SHUT_WR
+    peer.write('still here');
+    expect(await eventOf(c, 'data')).toMatchObject({ data: 'still here', offset: 0 });
+
+    c.ws.send(JSON.stringify({ op: 'close' }));
+    const closed = await c.closed;
+    expect(closed.code).toBe(1000);
+    const closedEv = c.events.find((e) => e.type === 'closed');
+    expect(closedEv).toMatchObject({ socket: id, type: 'closed', reset: false });
+    expect(c.order.at(-1)).toBe('closed');
+    expect(c.events.find((e) => e.type === 'state' && e.state === 'closed')).toBeTruthy();
+    const after = await getSocket(id);
+    expect(after.state).toBe('closed');
+    peer.end();
+  });
+
+  it('a REST DELETE while a consumer is attached ends the stream with closed and 1000', async () => {
+    await boot();
+    const { id } = await session();
+    const c = client(`/v1/sockets/${id}/stream`);
+    await c.opened;
+    expect((await t!.call('DELETE', `/v1/sockets/${id}`)).status).toBe(200);
+    expect((await c.closed).code).toBe(1000);
+    expect(c.order.at(-1)).toBe('closed');
+  });
+
+  it('bad ops get an error event and the stream stays usable', async () => {
+    await boot();
+    const { id, peer } = await session();
+    const got = reader(peer);
+    const c = client(`/v1/sockets/${id}/stream`);
+    await c.opened;
+    c.ws.send('not json');
+    c.ws.send(JSON.stringify({ op: 'fly' }));
+    c.ws.send(JSON.stringify({ op: 'send', data: 'zz', encoding: 'hex' }));
+    c.ws.send(Buffer.from('ok'));
+    await until(() => got.bytes >= 2, 'peer got ok');
+    await until(() => c.events.filter((e) => e.type === 'error').length >= 3, 'three error events');
+    const errs = c.events.filter((e) => e.type === 'error');
+    expect(errs.map((e) => e.code)).toEqual(['SOCKCTL_BAD_REQUEST', 'SOCKCTL_BAD_REQUEST', expect.any(String)]);
+    expect(got.data().toString()).toBe('ok');
+    expect(c.ws.readyState).toBe(WebSocket.OPEN);
+    c.ws.close(1000);
+    await c.closed;
+  });
+});
+
+describe('consumer stream: one consumer, refusals', () => {
+  it('a second consumer is refused (4409); REST recv answers 409 meanwhile, and works once it detaches', async () => {
+    await boot();
+    const { id, peer } = await session();
+    const first = client(`/v1/sockets/${id}/stream`);
+    await first.opened;
+    const second = client(`/v1/sockets/${id}/stream?binary=true`);
+    await second.opened;
+    const refusal = await second.closed;
+    expect(refusal.code).toBe(4409);
+    expect(second.events).toHaveLength(1);
+    expect(second.events[0]).toMatchObject({ type: 'error', code: 'SOCKCTL_STREAM_ATTACHED', socket: id });
+
+    const r = await t!.call('POST', `/v1/sockets/${id}/recv`, { timeoutMs: 0 });
+    expect(r.status).toBe(409);
+    expect(r.body.code).toBe('SOCKCTL_STREAM_ATTACHED');
+
+    // the first consumer is unaffected
+    peer.write('to the first');
+    expect(await eventOf(first, 'data')).toMatchObject({ data: 'to the first' });
+
+    first.ws.close(1000);
+    await first.closed;
+    // detached when the server sees the close: recv then reaches the kernel (EAGAIN on an empty queue)
+    await until(async () => (await t!.call('POST', `/v1/sockets/${id}/recv`, { timeoutMs: 0 })).status === 504, 'detach');
+    peer.write('to REST');
+    const back = await t!.call('POST', `/v1/sockets/${id}/recv`, { timeoutMs: 2000 });
+    expect(back.status).toBe(200);
+    expect(back.body).toMatchObject({ data: 'to REST', eof: false });
+
+    // and a new consumer may attach
+    const third = client(`/v1/sockets/${id}/stream`);
+    await third.opened;
+    peer.write('to the third');
+    expect(await eventOf(third, 'data')).toMatchObject({ data: 'to the third', offset: 'to the first'.length + 'to REST'.length });
+    third.ws.close(1000);
+    await third.closed;
+  });
+
+  it('unknown socket id: error event and 4404; no or a wrong token: the upgrade is refused with 401', async () => {
+    await boot();
+    const missing = client('/v1/sockets/nosuchsocket/stream');
+    await missing.opened;
+    expect((await missing.closed).code).toBe(4404);
+    expect(missing.events[0]).toMatchObject({ type: 'error', code: 'SOCKCTL_NOT_FOUND' });
+
+    const noToken = client('/v1/sockets/nosuchsocket/stream', { auth: 'none' });
+    await expect(noToken.opened).rejects.toThrow(/401/);
+    expect(noToken.refused).toBe(401);
+    await noToken.closed;
+
+    const { id } = await session();
+    const wrong = client(`/v1/sockets/${id}/stream?token=wrong`, { auth: 'none' });
+    await expect(wrong.opened).rejects.toThrow(/401/);
+    expect(wrong.refused).toBe(401);
+    await wrong.closed;
+    // a refused upgrade left no consumer behind
+    const ok = client(`/v1/sockets/${id}/stream`);
+    await ok.opened;
+    ok.ws.close(1000);
+    await ok.closed;
+  });
+});
+
+describe('consumer stream: autoAccept', () => {
+  it('a consumer on a listener with ?autoAccept=true reports accepted (child, remote) for each connection', async () => {
+    await boot();
+    const l = await listener();
+    const c = client(`/v1/sockets/${l.id}/stream?autoAccept=true`);
+    await c.opened;
+    const clients: net.Socket[] = [];
+    for (let i = 0; i < 3; i++) {
+      const p = peerTo(l.port);
+      await once(p, 'connect');
+      clients.push(p);
+    }
+    await until(() => c.events.filter((e) => e.type === 'accepted').length >= 3, '3 accepted events');
+    const accepted = c.events.filter((e) => e.type === 'accepted');
+    expect(accepted).toHaveLength(3);
+    expect(new Set(accepted.map((e) => e.remote.port))).toEqual(new Set(clients.map((p) => p.localPort)));
+    for (const e of accepted) {
+      expect(e).toMatchObject({ socket: l.id, child: expect.any(String), remote: { address: '127.0.0.1' } });
+      const child = await getSocket(e.child);
+      expect(child).toMatchObject({ id: e.child, state: 'connected', listener: l.id, remote: e.remote });
+      expect(child.local.port).toBe(l.port);
+    }
+    // nothing left in the kernel's accept queue
+    expect((await getSocket(l.id)).kernel.acceptQueue).toBe(0);
+    c.ws.close(1000);
+    await c.closed;
+    for (const p of clients) p.destroy();
+  });
+});
+
+describe('consumer stream: resume with ?offset=', () => {
+  /** The server saw the previous client go (a real client would retry on 4409 instead). */
+  const detached = (id: string) => until(() => t!.app.registry.get(id).consumer === null, 'consumer detached');
+
+  /** Reads the stream in binary mode from `offset`, terminating the client after `killAt` more bytes. */
+  async function readUntilKilled(id: string, offset: number, killAt: number): Promise<Buffer[]> {
+    await detached(id);
+    const parts: Buffer[] = [];
+    let got = 0;
+    let killed = false;
+    const c: Client = client(`/v1/sockets/${id}/stream?binary=true&offset=${offset}`, {
+      onBinary: (b) => {
+        if (killed) return;
+        parts.push(b);
+        got += b.length;
+        if (got >= killAt) {
+          killed = true;
+          c.ws.terminate();
+        }
+      },
+    });
+    await c.opened;
+    await until(() => killed, 'kill point', 10_000);
+    await c.closed;
+    expect(c.events.filter((e) => e.type === 'error')).toEqual([]);
+    return parts;
+  }
+
+  it('a consumer killed mid-stream resumes from the bytes it had; the reassembled stream matches (random kill points)', async () => {
+    await boot();
+    for (let round = 0; round < 3; round++) {
+      const { id, peer } = await session();
+      const sent = randomBytes(6 * MiB + randomInt(1, 4096));
+      peer.write(sent);
+      const parts: Buffer[] = [];
+      let have = 0;
+      const kills = Array.from({ length: 3 }, () => randomInt(1, sent.length - 1)).sort((a, b) => a - b);
+      for (const k of kills) {
+        if (k <= have) continue;
+        const got = await readUntilKilled(id, have, k - have);
+        for (const b of got) parts.push(b);
+        have += got.reduce((n, b) => n + b.length, 0);
+      }
+      // the last consumer reads to the end, in JSON mode: the first replayed event starts at the offset asked
+      await detached(id);
+      const c = client(`/v1/sockets/${id}/stream?encoding=base64&offset=${have}`);
+      await c.opened;
+      peer.end();
+      await eventOf(c, 'eof', 'eof', 10_000);
+      const data = c.events.filter((e) => e.type === 'data');
+      expect(data[0].offset).toBe(have);
+      let off = have;
+      for (const e of data) {
+        expect(e.offset).toBe(off);
+        const b = Buffer.from(e.data, 'base64');
+        parts.push(b);
+        off += b.length;
+      }
+      expect(off).toBe(sent.length);
+      expect(sha256(Buffer.concat(parts))).toBe(sha256(sent));
+      expect(c.events.find((e) => e.type === 'eof').offset).toBe(sent.length);
+      c.ws.close(1000);
+      await c.closed;
+      expect((await t!.call('DELETE', `/v1/sockets/${id}`)).status).toBe(200);
+    }
+  });
+
+  it('an offset beyond retention gets SOCKCTL_OFFSET_EXPIRED before data resumes', async () => {
+    await boot({ streamRetainBytes: 65536 });
+    const { id, peer } = await session();
+    const first = randomBytes(1 * MiB);
+    const c1 = client(`/v1/sockets/${id}/stream?binary=true`);
+    await c1.opened;
+    peer.write(first);
+    await until(() => c1.binBytes === first.length, 'first MiB');
+    c1.ws.terminate();
+    await c1.closed;
+
+    await detached(id);
+    const c2 = client(`/v1/sockets/${id}/stream?binary=true&offset=0`);
+    await c2.opened;
+    await until(() => c2.order.length > 0, 'first frame');
+    const err = c2.events[0];
+    expect(c2.order[0]).toBe('error');
+    expect(err).toMatchObject({ type: 'error', code: 'SOCKCTL_OFFSET_EXPIRED', socket: id });
+    const start: number = err.offset;
+    expect(start).toBeGreaterThan(0);
+    expect(start).toBeGreaterThanOrEqual(first.length - 65536 - 256 * 1024);
+    expect(start).toBeLessThanOrEqual(first.length);
+    const more = randomBytes(100 * 1024);
+    peer.end(more);
+    await eventOf(c2, 'eof');
+    const all = Buffer.concat([first, more]);
+    expect(sha256(Buffer.concat(c2.chunks))).toBe(sha256(all.subarray(start)));
+    c2.ws.close(1000);
+    await c2.closed;
+  });
+
+  it('an offset past what was received gets SOCKCTL_BAD_OFFSET', async () => {
+    await boot();
+    const { id, peer } = await session();
+    const c = client(`/v1/sockets/${id}/stream?offset=100`);
+    await c.opened;
+    expect(await eventOf(c, 'error')).toMatchObject({ code: 'SOCKCTL_BAD_OFFSET' });
+    peer.write('abc');
+    expect(await eventOf(c, 'data')).toMatchObject({ offset: 0, data: 'abc' });
+    c.ws.close(1000);
+    await c.closed;
+  });
+});
+
+describe('WebSocket liveness', () => {
+  it('a client that does not answer pings is dropped within ~1 s; a normal client stays', async () => {
+    await boot({ wsPingMs: 200 });
+    const { id } = await session();
+    let pings = 0;
+    const normal = client(`/v1/sockets/${id}/stream`);
+    normal.ws.on('ping', () => pings++);
+    const mute = client('/v1/events', { ws: { autoPong: false } });
+    await Promise.all([normal.opened, mute.opened]);
+    const opened = Date.now();
+    const dropped = await mute.closed;
+    const after = Date.now() - opened;
+    expect(dropped.code).toBe(1006); // terminated, no close frame
+    expect(after).toBeLessThan(1000);
+    await until(() => pings >= 6, '6 pings to the normal client', 3000);
+    expect(normal.ws.readyState).toBe(WebSocket.OPEN);
+    normal.ws.close(1000);
+    await normal.closed;
+    console.log(`[liveness] mute client dropped after ${after} ms`);
+  });
+});
