@@ -78,9 +78,15 @@ export async function buildApp(
   app.addHook('preValidation', async (request) => {
     if (request.body === undefined && request.method === 'POST') request.body = {};
   });
+  // @fastify/websocket's onRequest hook marks upgrade requests so that its onResponse hook destroys the
+  // socket after a refusal; it must run before auth, or a 401 to an upgrade leaves the socket open for good
+  await installWebsocket(app, config);
+  // Close every socket before the server waits for its in-flight requests (after the WebSocket clients,
+  // whose preClose hook comes first): a pending accept/recv/connect then ends with EBADF instead of holding
+  // the shutdown for up to SOCKCTL_MAX_WAIT_MS. The onClose hook above catches any socket made meanwhile.
+  app.addHook('preClose', async () => registry.closeAll('service shutting down'));
   installAuth(app, config.token);
   await installSwagger(app, VERSION);
-  await installWebsocket(app, config);
 
   await app.register(health);
   await app.register(sockets);

@@ -68,7 +68,13 @@ export function loadConfig(env: Env = {}, overrides: Partial<Config> = {}): Conf
   for (const [key, schema] of Object.entries(ConfigSchema.properties)) {
     const name = (schema as { env?: string }).env;
     const value = name ? env[name] : undefined;
-    if (value !== undefined && value !== '') raw[key] = value;
+    if (value === undefined || value === '') continue;
+    // Value.Convert is lenient ("80.5" → 80, "0x50" → 80): environment text must spell the type exactly
+    const type = (schema as { type?: string }).type;
+    if (type === 'integer' && !/^-?\d+$/.test(value)) throw new Error(`invalid configuration ${name}: '${value}' is not an integer`);
+    if (type === 'boolean' && !/^(true|false|1|0)$/.test(value))
+      throw new Error(`invalid configuration ${name}: '${value}' is not true or false`);
+    raw[key] = type === 'boolean' ? value === 'true' || value === '1' : value;
   }
   const merged = Value.Default(ConfigSchema, Value.Convert(ConfigSchema, { ...raw, ...overrides }));
   if (!Value.Check(ConfigSchema, merged)) {

@@ -220,6 +220,16 @@ describe('sockaddrView', () => {
 });
 
 describe('loadConfig', () => {
+  // environment text must spell an integer exactly: no silent 80.5 -> 80, 0x50 -> 80, 1e3 -> 1000
+  it.each(['80.5', '0x50', '1e3', 'true', ' 80'])('rejects SOCKCTL_PORT=%j', (v) => {
+    expect(() => loadConfig({ SOCKCTL_PORT: v })).toThrow(/SOCKCTL_PORT/);
+  });
+  it('reads booleans strictly', () => {
+    expect(loadConfig({ SOCKCTL_ALLOW_RAW: 'true' }).allowRaw).toBe(true);
+    expect(loadConfig({ SOCKCTL_ALLOW_RAW: '0' }).allowRaw).toBe(false);
+    expect(() => loadConfig({ SOCKCTL_ALLOW_RAW: 'yes' })).toThrow(/SOCKCTL_ALLOW_RAW/);
+  });
+
   // Defaults of DESIGN.md section 3 when nothing is set.
   it('applies defaults', () => {
     const c = loadConfig({});

@@ -138,6 +138,17 @@ async function handle(req: Request): Promise<Record<string, unknown>> {
       return sink(conn(req.conn), Number(req.bytes), Number(req.timeoutMs ?? 60_000));
     case 'ticks':
       return ticks(conn(req.conn), Number(req.rate), Number(req.count), Number(req.size));
+    case 'feed': {
+      // keep the connection's send buffer full until it closes (a socket that always has data to read)
+      const c = conn(req.conn);
+      const block = Buffer.alloc(64 * 1024, 0x63);
+      const fill = () => {
+        while (!c.socket.destroyed && c.socket.write(block));
+      };
+      c.socket.on('drain', fill);
+      fill();
+      return {};
+    }
     case 'count': {
       const c = conn(req.conn);
       return { bytes: c.bytes, firstMs: c.firstMs, lastMs: c.lastMs };

@@ -85,6 +85,10 @@ export function checkCombination(family: Family, type: SocketType, protocol: Pro
   if (type === 'SOCK_RAW') {
     if (family === 'AF_UNIX') throw errors.badRequest('AF_UNIX has no SOCK_RAW');
     if (!rawAllowed) throw errors.forbidden('raw sockets are disabled (SOCKCTL_ALLOW_RAW)');
-    if (protocol === 0) throw errors.badRequest('a raw socket needs a protocol (IPPROTO_ICMP or IPPROTO_ICMPV6)');
+    const icmp = family === 'AF_INET' ? 'IPPROTO_ICMP' : 'IPPROTO_ICMPV6';
+    if (protocol === 0) throw errors.badRequest(`a raw ${family} socket needs a protocol: ${icmp}`);
+    // raw TCP/UDP would let a user read every segment of the host; ICMP on the wrong family is meaningless
+    if (protocol !== icmp)
+      throw errors.badRequest(`a raw ${family} socket takes ${icmp} (ICMP echo to loopback), not ${protocol}`);
   }
 }

@@ -1,0 +1,71 @@
+/**
+ * `npm run bench [-- --quick] [-- --only=1,3] [-- --profile]`: every scenario of issue 6 against its
+ * baseline, alternating A/B rounds in one run; prints a table and writes bench/results/latest.json
+ * (and bench/RESULTS.md after a full run). Every process it starts is killed when it ends, even on
+ * failure; every wait is bounded.
+ */
+import { parseArgs } from 'node:util';
+import { type Ctx, type Scenario } from './lib/context.js';
+import { Peer } from './lib/peer-client.js';
+import { killAll } from './lib/procs.js';
+import { machine, table, writeResults, type ScenarioResult } from './lib/report.js';
+import { Service, startRelay } from './lib/service.js';
+import { controlPlane } from './scenarios/control-plane.js';
+import { latency } from './scenarios/latency.js';
+import { tcpToWs, wsToTcp } from './scenarios/throughput.js';
+
+const { values } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    only: { type: 'string' },
+  },
+});
+
+const SCENARIOS: [string, Scenario][] = [
+  ['1', tcpToWs],
+  ['2', wsToTcp],
+  ['3', latency],
+  ['4', controlPlane],
+];
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  const quick = values.quick ?? false;
+  const only = values.only?.split(',').map((s) => s.trim());
+  const log = (msg: string) => process.stdout.write(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s] ${msg}\n`);
+  log(`sockctl bench, ${quick ? 'quick' : 'full'} mode`);
+  const [service, relay, peer] = await Promise.all([
+    Service.start({ env: { SOCKCTL_MAX_SOCKETS: '2000' } }),
+    startRelay(),
+    Peer.start(),
+  ]);
+  const ctx: Ctx = { quick, service, relay, peer, log, notes: [] };
+  const rows: ScenarioResult[] = [];
+  const failures: string[] = [];
+  try {
+    for (const [id, scenario] of SCENARIOS) {
+      if (only && !only.includes(id)) continue;
+      try {
+        rows.push(...(await scenario(ctx)));
+      } catch (e) {
+        const msg = `scenario ${id} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`;
+        log(msg);
+        failures.push(msg);
+      }
+    }
+  } finally {
+    await Promise.allSettled([service.stop(), relay.proc.stop(), peer.stop()]);
+  }
+  for (const n of ctx.notes) log(`note: ${n}`);
+  process.stdout.write(`\n${table(rows)}\n\n`);
+  const files = writeResults(rows, machine(), [...ctx.notes, ...failures], !quick && !only, 'npm run bench');
+  log(`wrote ${files.join(', ')}`);
+  if (failures.length) process.exitCode = 1;
+}
+
+main()
+  .catch((e: unknown) => {
+    process.stderr.write(`bench: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exitCode = 1;
+  })
+  .finally(killAll);
