@@ -4,20 +4,26 @@
  * (and bench/RESULTS.md after a full run). Every process it starts is killed when it ends, even on
  * failure; every wait is bounded.
  */
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type Ctx, type Scenario } from './lib/context.js';
-import { Peer } from './lib/peer-client.js';
+import { IpcChild } from './lib/ipc-child.js';
+import { profileTcpToWs } from './profile.js';
 import { killAll } from './lib/procs.js';
 import { machine, table, writeResults, type ScenarioResult } from './lib/report.js';
-import { Service, startRelay } from './lib/service.js';
+import { Service, setServiceDir, startRelay } from './lib/service.js';
 import { controlPlane } from './scenarios/control-plane.js';
+import { fanout } from './scenarios/fanout.js';
 import { latency } from './scenarios/latency.js';
+import { scale } from './scenarios/scale.js';
 import { tcpToWs, wsToTcp } from './scenarios/throughput.js';
 
 const { values } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
     only: { type: 'string' },
+    'service-dir': { type: 'string' },
+    profile: { type: 'boolean', default: false },
   },
 });
 
@@ -26,6 +32,8 @@ const SCENARIOS: [string, Scenario][] = [
   ['2', wsToTcp],
   ['3', latency],
   ['4', controlPlane],
+  ['5', scale],
+  ['6', fanout],
 ];
 
 async function main(): Promise<void> {
@@ -33,11 +41,13 @@ async function main(): Promise<void> {
   const quick = values.quick ?? false;
   const only = values.only?.split(',').map((s) => s.trim());
   const log = (msg: string) => process.stdout.write(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s] ${msg}\n`);
-  log(`sockctl bench, ${quick ? 'quick' : 'full'} mode`);
+  if (values['service-dir']) setServiceDir(resolve(values['service-dir']));
+  log(`sockctl bench, ${quick ? 'quick' : 'full'} mode${values['service-dir'] ? `, service from ${values['service-dir']}` : ''}`);
+  if (values.profile) return profileTcpToWs(log, quick);
   const [service, relay, peer] = await Promise.all([
     Service.start({ env: { SOCKCTL_MAX_SOCKETS: '2000' } }),
     startRelay(),
-    Peer.start(),
+    IpcChild.start('peer', 'bench/lib/peer.ts'),
   ]);
   const ctx: Ctx = { quick, service, relay, peer, log, notes: [] };
   const rows: ScenarioResult[] = [];

@@ -5,11 +5,22 @@
  * - one call is one syscall (or the obvious pair, e.g. recvmsg + its flags); no retries, no hidden state;
  * - a failure throws an Error whose `code` is the errno name (strerrorname_np), `errno` the number,
  *   `syscall` the syscall name ("bind", "connect", ...), message "<syscall>: <strerror>";
+ *   `syscall` is the real syscall: accept → "accept4", send → "send" or "sendto" (with `to`),
+ *   sendv → "sendmsg", recv → "recvmsg", the sockopt functions and tcpInfo → "getsockopt"/"setsockopt",
+ *   ioctlInt → "ioctl", createPoller → "uv_poll_init", Poller.start → "uv_poll_start";
+ * - an address string inet_pton rejects throws code "EINVAL" (errno 22), message
+ *   "<syscall>: invalid address '<addr>'"; a Unix path longer than sun_path throws "ENAMETOOLONG";
+ *   an unknown family throws "EAFNOSUPPORT" (all without making the syscall);
  * - every fd the addon creates is SOCK_NONBLOCK | SOCK_CLOEXEC (socket, socketpair, accept4);
- * - argument errors (wrong JS types) throw a TypeError with code "ERR_INVALID_ARG_TYPE".
+ * - argument errors (wrong JS types) throw a TypeError with code "ERR_INVALID_ARG_TYPE"; numbers out of
+ *   range (a non-integer, a port > 65535, an fd beyond int32...) a RangeError with code "ERR_OUT_OF_RANGE".
  */
 
-/** An address as the kernel holds it. `path` null = unnamed Unix socket; a leading "@" = abstract namespace. */
+/**
+ * An address as the kernel holds it. `path` null = unnamed Unix socket (given to bind: autobind to a
+ * kernel-chosen abstract name); a leading "@" = abstract namespace. flowinfo is in host byte order.
+ * { family: AF_UNSPEC } (any other fields ignored) is accepted too: connect() to it dissolves a UDP association.
+ */
 export type SockAddr =
   | { family: number /* AF_INET or AF_INET6 */; address: string; port: number; flowinfo?: number; scopeId?: number }
   | { family: number /* AF_UNIX */; path: string | null };
@@ -21,7 +32,7 @@ export interface RecvResult {
   length: number;
   /** msg_flags & MSG_TRUNC. */
   truncated: boolean;
-  /** recvmsg's msg_name, null when the kernel gave none (connected stream). */
+  /** recvmsg's msg_name, null when the kernel gave none (connected stream, unnamed Unix sender). */
   from: SockAddr | null;
 }
 
@@ -64,7 +75,12 @@ export interface Poller {
   start(events: number): void;
   /** Disarm; no callback follows. Idempotent. */
   stop(): void;
-  /** Stop and release the uv handle (uv_close). Must be called before the fd is closed. Idempotent. */
+  /**
+   * Stop and release the uv handle (uv_close); no callback follows and start() then throws EBADF.
+   * Must be called before the fd is closed (native.close(fd) closes any Poller still open on that fd first,
+   * as a safety net). Idempotent. A Poller that is garbage-collected is closed by its finalizer: keep a
+   * reference while waiting on it.
+   */
   close(): void;
 }
 
@@ -195,7 +211,7 @@ export interface Native {
   recv(fd: number, maxBytes: number, flags: number): RecvResult;
   shutdown(fd: number, how: number): void;
   close(fd: number): void;
-  /** getsockname(2); null when the kernel reports an unbound inet socket (port 0 and any address) is NOT applied here: it returns what the kernel says. */
+  /** getsockname(2), as the kernel says it: an unbound inet socket gives port 0 and the any address, an unnamed Unix socket path null. */
   getsockname(fd: number): SockAddr;
   getpeername(fd: number): SockAddr;
   getsockoptInt(fd: number, level: number, name: number): number;
@@ -213,8 +229,11 @@ export interface Native {
   fdCount(): number;
   /**
    * A readiness poller on fd. callback(status, events): status 0 or a negative libuv error; events the
-   * ready set (POLL_READABLE | POLL_WRITABLE; errors and hangups are reported as both, as libuv does).
-   * The callback runs through napi_make_callback (so microtasks drain after it).
+   * ready set (POLL_READABLE | POLL_WRITABLE). A pending socket error (POLLERR, e.g. a refused connect)
+   * comes as status UV_EBADF (-9, libuv's code for it, not the socket's errno) with events set to both,
+   * so that waiters retry their syscall and get the real errno from it; a hangup comes as the armed events.
+   * The callback runs through napi_make_callback (so nextTicks and microtasks drain after it); an exception
+   * it throws goes to process 'uncaughtException'.
    */
   createPoller(fd: number, callback: (status: number, events: number) => void): Poller;
   /** Numeric constants by their C names: AF_*, SOCK_*, IPPROTO_*, SOL_*, SO_*, TCP_*, IP_*, IPV6_*, MSG_*, SHUT_*, SIOCINQ, SIOCOUTQ, POLL_READABLE, POLL_WRITABLE, and errno names (EAGAIN, ...). */

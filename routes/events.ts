@@ -5,18 +5,26 @@ import { errors } from '../src/errors.js';
 import type { SockEvent } from '../src/events/event-log.js';
 import { Observer, type ObserverOptions } from '../src/events/observer.js';
 import type { Registry } from '../src/sockets/registry.js';
+import type { User } from '../src/policy/users.js';
 
 /** Bytes a slow observer's transport may hold before its events queue (and, past the queue, drop). */
 const HIGH_WATER = 1024 * 1024;
 
-function observerOptions(q: EventsQuery, registry: Registry, capacity: number, after: number | undefined): ObserverOptions {
+function observerOptions(
+  q: EventsQuery,
+  registry: Registry,
+  user: User,
+  capacity: number,
+  after: number | undefined,
+): ObserverOptions {
   const filter = (e: SockEvent) => {
-    if (q.socket !== undefined && e.socket !== q.socket && e.socket !== '*') return false;
-    if (q.label !== undefined) {
-      const s = registry.find(e.socket);
-      if (!s || s.label !== q.label) return false;
-    }
-    return true;
+    if (e.socket === '*') return true;
+    if (q.socket !== undefined && e.socket !== q.socket) return false;
+    if (q.label === undefined && user.role === 'admin') return true;
+    const s = registry.find(e.socket);
+    if (!s) return false;
+    if (user.role !== 'admin' && s.owner !== user.name) return false;
+    return q.label === undefined || s.label === q.label;
   };
   return { filter, capacity, withData: q.data ?? false, encoding: q.encoding ?? 'utf8', after };
 }
@@ -26,18 +34,25 @@ function observerOptions(q: EventsQuery, registry: Registry, capacity: number, a
  * `Accept: text/event-stream`, server-sent events. Observers never slow a socket.
  */
 const events: FastifyPluginAsyncTypebox = async (app) => {
+  const perUser = new Map<string, number>();
   let count = 0;
   const sseClients = new Set<import('node:http').ServerResponse>();
   app.addHook('preClose', async () => {
     for (const res of sseClients) res.end();
   });
-  const admit = () => {
+  /** Bounds observers, per user and for the service; returns the release. */
+  const admit = (user: User) => {
     if (count >= app.config.maxObservers) throw errors.quota(`too many observers (SOCKCTL_MAX_OBSERVERS=${app.config.maxObservers})`);
+    const mine = perUser.get(user.name) ?? 0;
+    if (mine >= user.limits.observers) throw errors.quota(`user '${user.name}' has ${mine} event streams open, the limit`);
     count++;
+    perUser.set(user.name, mine + 1);
     let released = false;
     return () => {
-      if (!released) count--;
+      if (released) return;
       released = true;
+      count--;
+      perUser.set(user.name, (perUser.get(user.name) ?? 1) - 1);
     };
   };
 
@@ -49,7 +64,7 @@ const events: FastifyPluginAsyncTypebox = async (app) => {
     handler: async (request, reply) => {
       if (!request.headers.accept?.includes('text/event-stream'))
         throw errors.badRequest('GET /v1/events is a WebSocket, or server-sent events with Accept: text/event-stream');
-      const release = admit();
+      const release = admit(request.user);
       const lastId = request.headers['last-event-id'];
       const after = request.query.after ?? (typeof lastId === 'string' && /^\d+$/.test(lastId) ? Number(lastId) : undefined);
       const res = reply.raw;
@@ -69,7 +84,7 @@ const events: FastifyPluginAsyncTypebox = async (app) => {
           },
           congested: () => congested,
         },
-        observerOptions(request.query, app.registry, app.config.observerQueue, after),
+        observerOptions(request.query, app.registry, request.user, app.config.observerQueue, after),
       );
       res.on('drain', () => {
         congested = false;
@@ -90,7 +105,7 @@ const events: FastifyPluginAsyncTypebox = async (app) => {
     wsHandler: (ws: WebSocket, request) => {
       let release: () => void;
       try {
-        release = admit();
+        release = admit(request.user);
       } catch (e) {
         ws.close(4429, 'too many observers');
         return;
@@ -101,7 +116,7 @@ const events: FastifyPluginAsyncTypebox = async (app) => {
           write: (json) => ws.send(json, () => observer.drain()),
           congested: () => ws.bufferedAmount > HIGH_WATER,
         },
-        observerOptions(request.query, app.registry, app.config.observerQueue, request.query.after),
+        observerOptions(request.query, app.registry, request.user, app.config.observerQueue, request.query.after),
       );
       ws.on('close', () => {
         observer.stop();

@@ -17,7 +17,7 @@ const options: FastifyPluginAsyncTypebox = async (app) => {
         response: { 200: ref(SocketOptions), ...errorResponses },
       },
     },
-    async (request) => app.registry.get(request.params.id).getOptions(),
+    async (request) => app.registry.get(request.params.id, request.user).getOptions(),
   );
 
   app.patch(
@@ -32,7 +32,7 @@ const options: FastifyPluginAsyncTypebox = async (app) => {
         response: { 200: ref(SocketOptions), ...errorResponses },
       },
     },
-    async (request) => app.registry.get(request.params.id).setOptions(request.body),
+    async (request) => app.registry.get(request.params.id, request.user).setOptions(request.body),
   );
 };
 export default options;

@@ -21,7 +21,7 @@ const socketCalls: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request) => {
-      const socket = app.registry.get(request.params.id);
+      const socket = app.registry.get(request.params.id, request.user);
       socket.bind(request.body);
       return socket.toResource();
     },
@@ -40,7 +40,7 @@ const socketCalls: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request) => {
-      const socket = app.registry.get(request.params.id);
+      const socket = app.registry.get(request.params.id, request.user);
       socket.listen(request.body?.backlog);
       return socket.toResource();
     },
@@ -59,7 +59,7 @@ const socketCalls: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request, reply) => {
-      const child = await app.registry.get(request.params.id).accept(request.body?.timeoutMs);
+      const child = await app.registry.get(request.params.id, request.user).accept(request.body?.timeoutMs);
       return reply.status(201).send(child.toResource());
     },
   );
@@ -77,7 +77,7 @@ const socketCalls: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request, reply) => {
-      const socket = app.registry.get(request.params.id);
+      const socket = app.registry.get(request.params.id, request.user);
       const { timeoutMs, ...address } = request.body;
       const outcome = await socket.connect(address, timeoutMs);
       return reply.status(outcome === 'connected' ? 200 : 202).send(socket.toResource());
@@ -97,7 +97,7 @@ const socketCalls: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request) => {
-      const socket = app.registry.get(request.params.id);
+      const socket = app.registry.get(request.params.id, request.user);
       socket.shutdown(request.body.how);
       return socket.toResource();
     },

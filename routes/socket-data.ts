@@ -39,7 +39,7 @@ const socketData: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request) => {
-      const socket = app.registry.get(request.params.id);
+      const socket = app.registry.get(request.params.id, request.user);
       const q = request.query;
       const raw = Buffer.isBuffer(request.body);
       const hasQueryAddress = q.address !== undefined || q.port !== undefined || q.path !== undefined;
@@ -85,7 +85,7 @@ const socketData: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request, reply) => {
-      const socket = app.registry.get(request.params.id);
+      const socket = app.registry.get(request.params.id, request.user);
       const body = request.body ?? {};
       const r = await socket.recv(body);
       if (request.headers.accept?.includes(OCTETS)) {

@@ -16,7 +16,7 @@ const socketpairs: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request, reply) => {
-      const pair = app.registry.socketpair(request.body);
+      const pair = app.registry.socketpair(request.body, request.user);
       return reply.status(201).send({ sockets: pair.map((s) => s.toResource()) });
     },
   );

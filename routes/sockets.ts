@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { errorResponses, IdParams, ref } from '../schemas/common.js';
 import { BulkDeleteQuery, BulkDeleteResult, CreateSocketBody, DeleteQuery, GetQuery, ListQuery } from '../schemas/operations.js';
 import { Socket, SocketList } from '../schemas/socket.js';
+import { ownerFilter } from '../src/sockets/registry.js';
 
 /** The socket resource: create, list, read, close (DESIGN.md section 3). */
 const sockets: FastifyPluginAsyncTypebox = async (app) => {
@@ -19,7 +20,7 @@ const sockets: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request, reply) => {
-      const socket = app.registry.create(request.body);
+      const socket = app.registry.create(request.body, request.user);
       return reply.status(201).send(socket.toResource());
     },
   );
@@ -35,7 +36,7 @@ const sockets: FastifyPluginAsyncTypebox = async (app) => {
         response: { 200: ref(SocketList), ...errorResponses },
       },
     },
-    async (request) => ({ items: app.registry.list(request.query).map((s) => s.toResource()) }),
+    async (request) => ({ items: app.registry.list({ ...request.query, owner: ownerFilter(request.user) }).map((s) => s.toResource()) }),
   );
 
   app.get(
@@ -50,7 +51,7 @@ const sockets: FastifyPluginAsyncTypebox = async (app) => {
         response: { 200: ref(Socket), ...errorResponses },
       },
     },
-    async (request) => app.registry.get(request.params.id).toResource(request.query.view),
+    async (request) => app.registry.get(request.params.id, request.user).toResource(request.query.view),
   );
 
   app.delete(
@@ -66,7 +67,7 @@ const sockets: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request) => {
-      const socket = app.registry.get(request.params.id);
+      const socket = app.registry.get(request.params.id, request.user);
       socket.close('closed by request', request.query.reset ?? false);
       return socket.toResource();
     },
@@ -83,7 +84,7 @@ const sockets: FastifyPluginAsyncTypebox = async (app) => {
         response: { 200: ref(BulkDeleteResult), ...errorResponses },
       },
     },
-    async (request) => ({ closed: app.registry.closeByLabel(request.query.label, { reset: request.query.reset }) }),
+    async (request) => ({ closed: app.registry.closeByLabel(request.query.label, request.user, { reset: request.query.reset }) }),
   );
 };
 export default sockets;

@@ -54,7 +54,7 @@ const stream: FastifyPluginAsyncTypebox = async (app) => {
         }
       };
       try {
-        const socket = app.registry.get(request.params.id);
+        const socket = app.registry.get(request.params.id, request.user);
         consumer = new Consumer(
           socket,
           app.events,

@@ -18,12 +18,18 @@ import { installSwagger } from './plugins/swagger.js';
 import { installValidators } from './plugins/validation.js';
 import { installWebsocket } from './plugins/websocket.js';
 import { Registry } from './sockets/registry.js';
+import { Access } from './policy/access.js';
+import { AddressPolicy, defaultRules } from './policy/address-policy.js';
+import { Users } from './policy/users.js';
+import { installHardening } from './plugins/hardening.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
     registry: Registry;
     events: EventLog;
     config: Config;
+    users: Users;
+    policy: AddressPolicy;
   }
 }
 
@@ -45,7 +51,7 @@ export async function buildApp(
   config: Config,
   opts: { logger?: FastifyServerOptions['logger'] } = {},
 ): Promise<FastifyInstance> {
-  if (!config.token) throw new Error('buildApp needs a token');
+  if (!config.token && !config.tokensFile) throw new Error('buildApp needs a token or a tokens file');
   if (!config.unixDir) throw new Error('buildApp needs a unixDir');
   const app = Fastify({
     logger: opts.logger ?? { level: config.logLevel, serializers },
@@ -57,14 +63,25 @@ export async function buildApp(
     forceCloseConnections: 'idle',
   }).withTypeProvider<TypeBoxTypeProvider>();
 
-  const events = new EventLog(config.eventLogSize);
-  const registry = new Registry(
-    {
-      ...config,
-      unix: { unixDir: config.unixDir, allowOutside: config.unixAllowOutside, allowAbstract: config.unixAllowAbstract },
-    },
-    events,
+  const users = new Users(config.token, config.tokensFile, {
+    sockets: config.userSockets,
+    listeners: config.userListeners,
+    connectsPerSecond: config.userConnectsPerSecond,
+    bufferBytes: config.userBufferBytes,
+    observers: config.userObservers,
+  });
+  const policy = new AddressPolicy(
+    defaultRules({
+      allowRaw: config.allowRaw,
+      allowAbstract: config.unixAllowAbstract,
+      unixPrefixes: [config.unixAllowOutside ? '/' : config.unixDir],
+    }),
+    config.policyFile,
   );
+  const events = new EventLog(config.eventLogSize);
+  const registry = new Registry(config, events, new Access(policy, config.unixDir));
+  app.decorate('users', users);
+  app.decorate('policy', policy);
   app.decorate('registry', registry);
   app.decorate('events', events);
   app.decorate('config', config);
@@ -85,7 +102,8 @@ export async function buildApp(
   // whose preClose hook comes first): a pending accept/recv/connect then ends with EBADF instead of holding
   // the shutdown for up to SOCKCTL_MAX_WAIT_MS. The onClose hook above catches any socket made meanwhile.
   app.addHook('preClose', async () => registry.closeAll('service shutting down'));
-  installAuth(app, config.token);
+  installAuth(app, users);
+  await installHardening(app, config);
   await installSwagger(app, VERSION);
 
   await app.register(health);

@@ -14,6 +14,26 @@ export const ConfigSchema = Type.Object({
   port: Type.Integer({ minimum: 0, maximum: 65535, default: 7070, env: 'SOCKCTL_PORT' }),
   /** The bearer token; generated (and printed once by main) when empty. */
   token: Type.String({ default: '', env: 'SOCKCTL_TOKEN' }),
+  /** Users and tokens (JSON, see README); reloaded on SIGHUP. */
+  tokensFile: Type.String({ default: '', env: 'SOCKCTL_TOKENS_FILE' }),
+  /** Address policy (JSON, see README); reloaded on SIGHUP. Without it: loopback only, ports 0 and >= 1024. */
+  policyFile: Type.String({ default: '', env: 'SOCKCTL_POLICY_FILE' }),
+  /** Default per-user limits (a tokens file entry may override them). */
+  userSockets: Type.Integer({ minimum: 0, default: 1024, env: 'SOCKCTL_USER_SOCKETS' }),
+  userListeners: Type.Integer({ minimum: 0, default: 64, env: 'SOCKCTL_USER_LISTENERS' }),
+  userConnectsPerSecond: Type.Number({ minimum: 0, default: 200, env: 'SOCKCTL_USER_CONNECTS_PER_SECOND' }),
+  userBufferBytes: Type.Integer({ minimum: 0, default: 256 * 1024 * 1024, env: 'SOCKCTL_USER_BUFFER_BYTES' }),
+  userObservers: Type.Integer({ minimum: 0, default: 16, env: 'SOCKCTL_USER_OBSERVERS' }),
+  /** HTTP requests per user per minute (429 beyond). */
+  rateLimitPerMinute: Type.Integer({ minimum: 1, default: 60_000, env: 'SOCKCTL_RATE_LIMIT_PER_MINUTE' }),
+  /** A socket with no operation for this long is closed (0 = never). */
+  idleTimeoutMs: Type.Integer({ minimum: 0, default: 0, env: 'SOCKCTL_IDLE_TIMEOUT_MS' }),
+  /** A socket older than this is closed (0 = never). */
+  maxLifetimeMs: Type.Integer({ minimum: 0, default: 0, env: 'SOCKCTL_MAX_LIFETIME_MS' }),
+  /** Origins allowed for CORS and on WebSocket/SSE handshakes (comma-separated); empty = same host only. */
+  corsOrigins: Type.String({ default: '', env: 'SOCKCTL_CORS_ORIGINS' }),
+  /** Host header values accepted besides the listening address and localhost (comma-separated), against DNS rebinding. */
+  allowedHosts: Type.String({ default: '', env: 'SOCKCTL_ALLOWED_HOSTS' }),
   /** Where relative Unix paths resolve; '' means a private directory made under the OS temp dir. */
   unixDir: Type.String({ default: '', env: 'SOCKCTL_UNIX_DIR' }),
   /** Unix paths outside unixDir (bind, connect, sendto) are refused unless this is on. */

@@ -1,4 +1,4 @@
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance, InjectOptions } from 'fastify';
@@ -22,10 +22,27 @@ export interface Reply<T> {
   headers: Record<string, unknown>;
 }
 
-/** An app on a short private Unix dir, not listening (use app.listen for real clients). */
-export async function startApp(overrides: Partial<Config> = {}): Promise<TestApp> {
+/** A policy that lets binds and listens use the wildcard address (on top of the loopback-only default). */
+export const WILDCARD_BIND_POLICY = {
+  default: { bind: { allow: ['127.0.0.0/8', '::1/128', '0.0.0.0/32', '::/128'], ports: ['0', '1024-65535'] } },
+};
+
+/**
+ * An app on a short private Unix dir, not listening (use app.listen for real clients). `files.policy` and
+ * `files.tokens` are written to that dir as SOCKCTL_POLICY_FILE / SOCKCTL_TOKENS_FILE.
+ */
+export async function startApp(overrides: Partial<Config> = {}, files: { policy?: unknown; tokens?: unknown } = {}): Promise<TestApp> {
   const unixDir = mkdtempSync(join(tmpdir(), 'sc-'));
-  const app = await buildApp(loadConfig({}, { token: TOKEN, unixDir, maxWaitMs: 5000, ...overrides }), { logger: false });
+  const extra: Partial<Config> = {};
+  if (files.policy !== undefined) {
+    extra.policyFile = join(unixDir, 'policy.json');
+    writeFileSync(extra.policyFile, JSON.stringify(files.policy));
+  }
+  if (files.tokens !== undefined) {
+    extra.tokensFile = join(unixDir, 'tokens.json');
+    writeFileSync(extra.tokensFile, JSON.stringify(files.tokens));
+  }
+  const app = await buildApp(loadConfig({}, { token: TOKEN, unixDir, maxWaitMs: 5000, ...extra, ...overrides }), { logger: false });
   await app.ready();
   return {
     app,

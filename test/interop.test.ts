@@ -4,7 +4,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { startApp, until, type TestApp } from './helpers.js';
+import { startApp, until, WILDCARD_BIND_POLICY, type TestApp } from './helpers.js';
 
 type Addr = { address: string; port: number };
 const hasSocat = spawnSync('which', ['socat']).status === 0;
@@ -282,7 +282,15 @@ describe('TCP fidelity rules, compared with python3 on the same kernel', () => {
   });
 
   // local is getsockname(): null until bound, then what the implicit bind of listen or connect chose.
+  // (listen on an unbound socket binds the wildcard address: the default policy refuses that, so this
+  // test runs with a policy that allows it, and checks the refusal too)
   it('local is null before bind and filled after an implicit bind by listen or connect', async () => {
+    const refused = await create();
+    const denied = await post(refused, 'listen', { backlog: 1 });
+    expect(denied.status).toBe(403);
+    expect(denied.body.message).toMatch(/bind denied by policy rule .*0\.0\.0\.0/);
+    await t.close();
+    t = await startApp({}, { policy: WILDCARD_BIND_POLICY });
     const s = await create();
     const fresh = (await get(s)).local;
     const listened = await post(s, 'listen', { backlog: 1 });

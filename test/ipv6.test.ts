@@ -1,7 +1,7 @@
 // IPv6 over the HTTP API: TCP and UDP on ::1, IPV6_V6ONLY and the dual-stack port space, and the raw
 // sockaddr bytes (?view=sockaddr) of sockaddr_in6 and sockaddr_in.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { startApp, type TestApp } from './helpers.js';
+import { startApp, WILDCARD_BIND_POLICY, type TestApp } from './helpers.js';
 
 let t: TestApp;
 beforeEach(async () => {
@@ -82,6 +82,12 @@ describe('UDP on ::1', () => {
 });
 
 describe('IPV6_V6ONLY and the shared port space', () => {
+  // binding :: and 0.0.0.0 is a wildcard bind, which the default policy refuses
+  beforeEach(async () => {
+    await t.close();
+    t = await startApp({}, { policy: WILDCARD_BIND_POLICY });
+  });
+
   // Binding "::" and "0.0.0.0" is binding only: no traffic leaves loopback.
   // With V6ONLY off, [::]:P also takes 0.0.0.0:P (v4-mapped), so an IPv4 bind of P clashes at bind().
   it('V6ONLY false (set with PATCH before bind) makes an IPv4 bind of the same port fail with EADDRINUSE', async () => {

@@ -1,7 +1,8 @@
 // The consumer stream (DESIGN.md section 5) with real WebSocket clients against a listening app and real
 // TCP peers (node:net): backpressure end to end, JSON and binary data, client ops, one consumer at a time,
 // autoAccept, resume with ?offset=, and WebSocket liveness (ping/pong).
-import { createHash, randomBytes, randomFillSync, randomInt } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes, randomInt } from 'node:crypto';
 import { once } from 'node:events';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -138,6 +139,81 @@ async function session(): Promise<{ id: string; peer: net.Socket }> {
 
 const getSocket = async (id: string) => (await t!.call('GET', `/v1/sockets/${id}`)).body;
 
+/**
+ * The TCP peer and the slow WebSocket client of the backpressure test, in a child process so that the
+ * RSS sampled here is the service's own (the clients' buffers would otherwise blur it). It talks over IPC:
+ * 'connected' (peer up) → 'id' → 'open' → 'go' → 'progress'... → 'done' → 'close' → 'closed'.
+ */
+const BACKPRESSURE_CLIENT = String.raw`
+import net from 'node:net';
+import { createHash, randomFillSync } from 'node:crypto';
+import { once } from 'node:events';
+import { WebSocket } from 'ws';
+const cfg = JSON.parse(process.argv[1]);
+const send = (m) => process.connected && process.send(m);
+const peer = net.connect({ port: cfg.listenPort, host: '127.0.0.1', allowHalfOpen: true });
+peer.on('error', (e) => send({ t: 'fail', error: 'peer: ' + e.message }));
+peer.on('connect', () => send({ t: 'connected', localPort: peer.localPort }));
+const inHash = createHash('sha256');
+const outHash = createHash('sha256');
+let ws, received = 0, written = 0, writeFalse = 0, blockedMs = 0, maxBlockedMs = 0, receivedWhenPeerDone = -1;
+const order = [];
+process.on('message', async (m) => {
+  if (m.t === 'id') {
+    ws = new WebSocket('ws://127.0.0.1:' + cfg.wsPort + '/v1/sockets/' + m.id + '/stream?binary=true&token=' + cfg.token);
+    ws.on('error', (e) => send({ t: 'fail', error: 'ws: ' + e.message }));
+    ws.on('message', (data, isBinary) => {
+      if (isBinary) {
+        inHash.update(data);
+        received += data.length;
+        if (order.at(-1) !== 'b') order.push('b');
+        return;
+      }
+      const ev = JSON.parse(data.toString());
+      order.push(ev.type);
+      if (ev.type === 'eof') {
+        clearInterval(throttle);
+        clearInterval(progress);
+        ws.resume();
+        send({ t: 'done', eofOffset: ev.offset, received, written, writeFalse, blockedMs, maxBlockedMs,
+          receivedWhenPeerDone, order, inHash: inHash.digest('hex'), outHash: outHash.digest('hex') });
+      }
+    });
+    ws.on('open', () => send({ t: 'open' }));
+    ws.on('close', (code) => { send({ t: 'closed', code }); peer.destroy(); process.disconnect(); });
+  }
+  if (m.t === 'close') ws.close();
+  if (m.t !== 'go') return;
+  const started = Date.now();
+  // the slow reader: pause the WebSocket whenever it is ahead of the rate, resume when time caught up
+  var throttle = setInterval(() => {
+    if (received > (cfg.rate * (Date.now() - started)) / 1000) ws.pause();
+    else ws.resume();
+  }, 5);
+  var progress = setInterval(() => send({ t: 'progress', written, received }), 10);
+  // chunks are recycled once written (write callback), below the 16 KiB high-water mark of net: write()
+  // answers false only when the kernel's send buffer is full
+  const free = [];
+  while (written < cfg.total) {
+    const chunk = free.pop() ?? Buffer.allocUnsafeSlow(cfg.write);
+    randomFillSync(chunk);
+    outHash.update(chunk);
+    const ok = peer.write(chunk, () => free.push(chunk));
+    written += chunk.length;
+    if (!ok) {
+      writeFalse++;
+      const t0 = Date.now();
+      await once(peer, 'drain');
+      const waited = Date.now() - t0;
+      blockedMs += waited;
+      maxBlockedMs = Math.max(maxBlockedMs, waited);
+    }
+  }
+  receivedWhenPeerDone = received;
+  peer.end();
+});
+`;
+
 describe('consumer stream: backpressure end to end', () => {
   // A peer writes 64 MiB as fast as TCP lets it into a socket whose consumer takes ~32 MiB/s. The service
   // must read only as fast as the WebSocket drains, so the surplus waits in the kernel (the service socket's
@@ -145,127 +221,104 @@ describe('consumer stream: backpressure end to end', () => {
   it('a slow consumer slows the TCP peer; every byte arrives in order; RSS stays bounded', async () => {
     const HIGH_WATER = 1 * MiB;
     await boot({ streamHighWaterBytes: HIGH_WATER });
-    const { id, peer } = await session();
+    const l = await listener();
     const TOTAL = 64 * MiB;
     const RATE = 32 * MiB; // bytes per second the client takes
-    const WRITE = 8 * 1024; // below the peer's 16 KiB high-water mark: write() is false only when the kernel is full
-
-    const inHash = createHash('sha256');
-    let received = 0;
-    const c = client(`/v1/sockets/${id}/stream?binary=true`, {
-      onBinary: (b) => {
-        inHash.update(b);
-        received += b.length;
-      },
-    });
-    await c.opened;
-    const serverWs = [...t!.app.websocketServer.clients][0]!;
-
-    const rss0 = process.memoryUsage().rss;
-    const started = Date.now();
-    // throttle: pause the client whenever it is ahead of RATE; resume when time has caught up
-    const throttle = setInterval(() => {
-      const allowed = (RATE * (Date.now() - started)) / 1000;
-      if (received > allowed) c.ws.pause();
-      else c.ws.resume();
-    }, 5);
-
-    const outHash = createHash('sha256');
-    let written = 0;
-    let writeFalse = 0;
-    let blockedMs = 0;
-    let maxBlockedMs = 0;
-    let receivedWhenPeerDone = -1;
-    const pump = (async () => {
-      // chunks are recycled once written (their write callback ran), so the test itself makes no garbage
-      // that would blur the service's RSS figure
-      const free: Buffer[] = [];
-      while (written < TOTAL) {
-        const chunk = free.pop() ?? Buffer.allocUnsafeSlow(WRITE);
-        randomFillSync(chunk);
-        outHash.update(chunk);
-        const ok = peer.write(chunk, () => free.push(chunk));
-        written += chunk.length;
-        if (!ok) {
-          writeFalse++;
-          const t0 = Date.now();
-          await once(peer, 'drain');
-          const waited = Date.now() - t0;
-          blockedMs += waited;
-          maxBlockedMs = Math.max(maxBlockedMs, waited);
-        }
-      }
-      receivedWhenPeerDone = received;
-      peer.end();
-    })();
-
-    let maxRss = rss0;
-    const mem0 = process.memoryUsage();
-    let maxArrayBuffers = mem0.arrayBuffers;
-    let maxHeap = mem0.heapUsed;
-    let maxLag = 0;
-    let maxBuffered = 0;
-    let maxKernelRecvQueue = 0;
-    let running = true;
-    const sampler = setInterval(() => {
-      const m = process.memoryUsage();
-      maxRss = Math.max(maxRss, m.rss);
-      maxArrayBuffers = Math.max(maxArrayBuffers, m.arrayBuffers);
-      maxHeap = Math.max(maxHeap, m.heapUsed);
-      maxLag = Math.max(maxLag, written - received);
-      maxBuffered = Math.max(maxBuffered, serverWs.bufferedAmount);
-    }, 10);
-    const kernelSampler = (async () => {
-      while (running) {
-        const s = await getSocket(id);
-        maxKernelRecvQueue = Math.max(maxKernelRecvQueue, s.kernel?.recvQueue ?? 0);
-        await new Promise((r) => setTimeout(r, 25));
-      }
-    })();
-
-    try {
-      await pump;
-      const eof = await eventOf(c, 'eof', 'eof', 20_000);
-      expect(eof.offset).toBe(TOTAL);
-    } finally {
-      running = false;
-      clearInterval(throttle);
-      clearInterval(sampler);
-      await kernelSampler;
-    }
-    const elapsed = Date.now() - started;
-    c.ws.resume();
-
-    const rssGrowth = maxRss - rss0;
-    console.log(
-      `[backpressure] 64 MiB in ${elapsed} ms; peer write()=false ${writeFalse}x, blocked ${blockedMs} ms (max ${maxBlockedMs} ms); ` +
-        `max lag ${(maxLag / MiB).toFixed(1)} MiB; left when peer done ${((TOTAL - receivedWhenPeerDone) / MiB).toFixed(1)} MiB; ` +
-        `max kernel recvQueue ${(maxKernelRecvQueue / MiB).toFixed(2)} MiB; max ws bufferedAmount ${(maxBuffered / MiB).toFixed(2)} MiB; ` +
-        `RSS ${(rss0 / MiB).toFixed(0)} -> max ${(maxRss / MiB).toFixed(0)} MiB (growth ${(rssGrowth / MiB).toFixed(1)} MiB); ` +
-        `arrayBuffers +${((maxArrayBuffers - mem0.arrayBuffers) / MiB).toFixed(1)} MiB, heap +${((maxHeap - mem0.heapUsed) / MiB).toFixed(1)} MiB`,
+    const child = spawn(
+      process.execPath,
+      ['--input-type=module', '-e', BACKPRESSURE_CLIENT, JSON.stringify({ listenPort: l.port, wsPort: port, token: TOKEN, total: TOTAL, rate: RATE, write: 8192 })],
+      { cwd: process.cwd(), stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
     );
-    expect(received).toBe(TOTAL);
-    expect(inHash.digest('hex')).toBe(outHash.digest('hex'));
-    // the eof event came after the last binary frame
-    expect(c.order.lastIndexOf('b')).toBeLessThan(c.order.indexOf('eof'));
-    // the throttle held: the transfer took at least ~TOTAL/RATE
-    expect(elapsed).toBeGreaterThan((TOTAL / RATE) * 1000 * 0.9);
-    // the peer was held back by TCP flow control: its writes blocked, for long stretches in total
-    expect(writeFalse).toBeGreaterThan(0);
-    expect(blockedMs).toBeGreaterThan(elapsed * 0.5);
-    // when the peer had written everything, the consumer had not: the rest waited in buffers...
-    expect(TOTAL - receivedWhenPeerDone).toBeGreaterThan(4 * MiB);
-    expect(maxLag).toBeGreaterThan(4 * MiB);
-    // ...in the kernel (the service socket's receive queue), not in the service: the WebSocket's
-    // buffer stayed near the high-water mark (plus one read budget of 1 MiB)
-    expect(maxKernelRecvQueue).toBeGreaterThan(512 * 1024);
-    expect(maxLag).toBeGreaterThan(3 * maxBuffered);
-    expect(maxBuffered).toBeLessThanOrEqual(HIGH_WATER + 1 * MiB + 256 * 1024);
-    expect(rssGrowth).toBeLessThan(64 * MiB);
+    const exited = once(child, 'exit');
+    const inbox: any[] = [];
+    let last = { written: 0, received: 0 };
+    child.on('message', (m: any) => {
+      if (m.t === 'progress') last = m;
+      else inbox.push(m);
+    });
+    const next = async (type: string, ms = 10_000) => {
+      const m = await until(() => inbox.find((x) => x.t === type || x.t === 'fail'), `child ${type}`, ms);
+      if (m.t === 'fail') throw new Error(m.error);
+      return m;
+    };
+    try {
+      await next('connected');
+      const a = await t!.call('POST', `/v1/sockets/${l.id}/accept`, { timeoutMs: 2000 });
+      expect(a.status).toBe(201);
+      const id: string = a.body.id;
+      child.send({ t: 'id', id });
+      await next('open');
+      const serverWs = [...t!.app.websocketServer.clients][0]!;
 
-    c.ws.close();
-    expect((await c.closed).code).toBe(1005);
-  }, 40_000);
+      const mem0 = process.memoryUsage();
+      let maxRss = mem0.rss;
+      let maxArrayBuffers = mem0.arrayBuffers;
+      let maxLag = 0;
+      let maxBuffered = 0;
+      let maxKernelRecvQueue = 0;
+      let running = true;
+      const sampler = setInterval(() => {
+        const m = process.memoryUsage();
+        maxRss = Math.max(maxRss, m.rss);
+        maxArrayBuffers = Math.max(maxArrayBuffers, m.arrayBuffers);
+        maxLag = Math.max(maxLag, last.written - last.received);
+        maxBuffered = Math.max(maxBuffered, serverWs.bufferedAmount);
+      }, 10);
+      const kernelSampler = (async () => {
+        while (running) {
+          const s = await getSocket(id);
+          maxKernelRecvQueue = Math.max(maxKernelRecvQueue, s.kernel?.recvQueue ?? 0);
+          await new Promise((r) => setTimeout(r, 25));
+        }
+      })();
+      const started = Date.now();
+      child.send({ t: 'go' });
+      let done: any;
+      try {
+        done = await next('done', 25_000);
+      } finally {
+        running = false;
+        clearInterval(sampler);
+        await kernelSampler;
+      }
+      const elapsed = Date.now() - started;
+      const rssGrowth = maxRss - mem0.rss;
+      console.log(
+        `[backpressure] 64 MiB in ${elapsed} ms; peer write()=false ${done.writeFalse}x, blocked ${done.blockedMs} ms (max ${done.maxBlockedMs} ms); ` +
+          `max lag ${(maxLag / MiB).toFixed(1)} MiB; left when peer done ${((TOTAL - done.receivedWhenPeerDone) / MiB).toFixed(1)} MiB; ` +
+          `max kernel recvQueue ${(maxKernelRecvQueue / MiB).toFixed(2)} MiB; max ws bufferedAmount ${(maxBuffered / MiB).toFixed(2)} MiB; ` +
+          `service RSS ${(mem0.rss / MiB).toFixed(0)} -> max ${(maxRss / MiB).toFixed(0)} MiB (growth ${(rssGrowth / MiB).toFixed(1)} MiB); ` +
+          `arrayBuffers +${((maxArrayBuffers - mem0.arrayBuffers) / MiB).toFixed(1)} MiB`,
+      );
+
+      expect(done.received).toBe(TOTAL);
+      expect(done.written).toBe(TOTAL);
+      expect(done.inHash).toBe(done.outHash);
+      expect(done.eofOffset).toBe(TOTAL);
+      // binary frames, then eof: nothing after it
+      expect(done.order).toEqual(['b', 'eof']);
+      // the throttle held: the transfer took at least ~TOTAL/RATE
+      expect(elapsed).toBeGreaterThan((TOTAL / RATE) * 1000 * 0.9);
+      // the peer was held back by TCP flow control: its writes blocked, most of the time
+      expect(done.writeFalse).toBeGreaterThan(0);
+      expect(done.blockedMs).toBeGreaterThan(elapsed * 0.5);
+      // when the peer had written everything, the consumer had not: the rest waited in buffers...
+      expect(TOTAL - done.receivedWhenPeerDone).toBeGreaterThan(4 * MiB);
+      expect(maxLag).toBeGreaterThan(4 * MiB);
+      // ...mostly in the kernel (the service socket's receive queue, the peer's send queue), not in the
+      // service: its WebSocket buffer stayed near the high-water mark (plus one read budget of 1 MiB)
+      expect(maxKernelRecvQueue).toBeGreaterThan(512 * 1024);
+      expect(maxBuffered).toBeLessThanOrEqual(HIGH_WATER + 1 * MiB + 256 * 1024);
+      expect(maxLag).toBeGreaterThan(3 * maxBuffered);
+      expect(rssGrowth).toBeLessThan(64 * MiB);
+
+      child.send({ t: 'close' });
+      expect((await next('closed')).code).toBe(1005);
+    } finally {
+      if (child.exitCode === null) child.kill();
+      await exited;
+    }
+  });
 });
 
 describe('consumer stream: data encodings', () => {
@@ -513,7 +566,7 @@ describe('consumer stream: autoAccept', () => {
 
 describe('consumer stream: resume with ?offset=', () => {
   /** The server saw the previous client go (a real client would retry on 4409 instead). */
-  const detached = (id: string) => until(() => t!.app.registry.get(id).consumer === null, 'consumer detached');
+  const detached = (id: string) => until(() => t!.app.registry.find(id)?.consumer === null, 'consumer detached');
 
   /** Reads the stream in binary mode from `offset`, terminating the client after `killAt` more bytes. */
   async function readUntilKilled(id: string, offset: number, killAt: number): Promise<Buffer[]> {

@@ -1,4 +1,4 @@
-import type { Peer } from './peer-client.js';
+import type { IpcChild } from './ipc-child.js';
 import type { Proc } from './procs.js';
 import type { ScenarioResult } from './report.js';
 import type { Service } from './service.js';
@@ -9,7 +9,8 @@ export interface Ctx {
   /** The sockctl under test for the data-path, latency and control-plane scenarios. */
   service: Service;
   relay: { proc: Proc; port: number };
-  peer: Peer;
+  /** The TCP peer process (bench/lib/peer.ts). */
+  peer: IpcChild;
   log(msg: string): void;
   /** Skips and caveats, printed and written with the results. */
   notes: string[];

@@ -55,7 +55,7 @@ export interface Proc {
 export function spawnNode(
   name: string,
   script: string,
-  opts: { env?: Record<string, string>; nodeArgs?: string[]; nofile?: number; ipc?: boolean; stdin?: boolean } = {},
+  opts: { env?: Record<string, string>; nodeArgs?: string[]; nofile?: number; ipc?: boolean; stdin?: boolean; cwd?: string } = {},
 ): Proc {
   const args = [...(opts.nodeArgs ?? []), '--import', 'tsx', script];
   const env = { ...process.env, ...opts.env };
@@ -66,9 +66,9 @@ export function spawnNode(
     const quoted = [process.execPath, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
     // the hard limit may be lower than asked (containers): take what is allowed
     const cmd = `ulimit -n ${opts.nofile} 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec ${quoted}`;
-    child = spawn('sh', ['-c', cmd], { cwd: ROOT, env, stdio });
+    child = spawn('sh', ['-c', cmd], { cwd: opts.cwd ?? ROOT, env, stdio });
   } else {
-    child = spawn(process.execPath, args, { cwd: ROOT, env, stdio });
+    child = spawn(process.execPath, args, { cwd: opts.cwd ?? ROOT, env, stdio });
   }
   children.add(child);
   let tail = '';

@@ -50,10 +50,14 @@ export function machine(): Machine {
   return { cpu, cores: cpus().length, node: process.version, kernel, date: new Date().toISOString() };
 }
 
-/**
- * A row from the A (sockctl) and B (baseline) summaries. `goal` is a bound on the ratio: {min: 1.15}
- * means ratio >= 1.15, {max: 0.7} means ratio <= 0.7.
- */
+/** A goal of issue 6: bounds on the ratio (min: ratio >= 1.15) or on the value itself (maxValue). */
+export interface Goal {
+  min?: number;
+  max?: number;
+  maxValue?: number;
+}
+
+/** A row from the A (sockctl) and B (baseline) summaries. */
 export function row(
   name: string,
   metric: string,
@@ -61,7 +65,7 @@ export function row(
   a: Summary,
   b: { name: string; summary: Summary } | null,
   higherIsBetter: boolean,
-  goal?: { min?: number; max?: number },
+  goal?: Goal,
 ): ScenarioResult {
   const ratio = b && b.summary.median !== 0 ? a.median / b.summary.median : null;
   const r: ScenarioResult = {
@@ -80,8 +84,15 @@ export function row(
     rounds: a.samples.length,
   };
   if (goal) {
-    r.goal = [goal.min !== undefined ? `>= ${goal.min}x` : '', goal.max !== undefined ? `<= ${goal.max}x` : ''].filter(Boolean).join(', ');
-    r.met = ratio !== null && (goal.min === undefined || ratio >= goal.min) && (goal.max === undefined || ratio <= goal.max);
+    r.goal = [
+      goal.min !== undefined ? `>= ${goal.min}x` : '',
+      goal.max !== undefined ? `<= ${goal.max}x` : '',
+      goal.maxValue !== undefined ? `<= ${goal.maxValue} ${unit}` : '',
+    ]
+      .filter(Boolean)
+      .join(', ');
+    const ratioOk = (goal.min === undefined && goal.max === undefined) || (ratio !== null && (goal.min === undefined || ratio >= goal.min) && (goal.max === undefined || ratio <= goal.max));
+    r.met = ratioOk && (goal.maxValue === undefined || a.median <= goal.maxValue);
   }
   return r;
 }

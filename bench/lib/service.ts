@@ -1,4 +1,4 @@
-import { freePort, spawnNode, waitHttp, waitLine, type Proc } from './procs.js';
+import { freePort, ROOT, spawnNode, waitHttp, waitLine, type Proc } from './procs.js';
 
 export const TOKEN = 'bench-token';
 
@@ -16,6 +16,12 @@ export class ApiError extends Error {
 export interface SocketRef {
   id: string;
   local: { address: string; port: number } | null;
+}
+
+/** The sockctl checkout under test: this one, or another given with `--service-dir` (an older commit, say). */
+let serviceDir = ROOT;
+export function setServiceDir(dir: string): void {
+  serviceDir = dir;
 }
 
 /** A running sockctl process (`node --import tsx src/main.ts`) and a small client of its API. */
@@ -39,6 +45,7 @@ export class Service {
     const proc = spawnNode(opts.name ?? 'sockctl', 'src/main.ts', {
       env: { SOCKCTL_PORT: String(port), SOCKCTL_TOKEN: TOKEN, SOCKCTL_LOG_LEVEL: 'warn', SOCKCTL_HOST: '127.0.0.1', ...opts.env },
       nodeArgs: opts.nodeArgs ?? [],
+      cwd: serviceDir,
       ...(opts.nofile ? { nofile: opts.nofile } : {}),
     });
     const s = new Service(proc, port);

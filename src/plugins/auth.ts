@@ -1,10 +1,15 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { errors } from '../errors.js';
+import type { User, Users } from '../policy/users.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The authenticated user (every route but the public ones). */
+    user: User;
+  }
+}
 
 const PUBLIC = [/^\/v1\/health(?:\?|$)/, /^\/docs(?:\/|\?|$)/];
-
-const digest = (s: string) => createHash('sha256').update(s).digest();
 
 /** The bearer token of a request: the Authorization header, or `?token=` for browsers' WebSocket/SSE. */
 function presentedToken(request: FastifyRequest): string | undefined {
@@ -19,15 +24,17 @@ function presentedToken(request: FastifyRequest): string | undefined {
   return (upgrade || sse) && typeof q === 'string' ? q : undefined;
 }
 
-/** Every route but health and the docs needs the token; compared in constant time. */
-export function installAuth(app: FastifyInstance, token: string): void {
-  const expected = digest(token);
+/** Every route but health and the docs needs a user's token. */
+export function installAuth(app: FastifyInstance, users: Users): void {
+  app.decorateRequest('user', null as unknown as User);
   app.addHook('onRequest', async (request, reply) => {
     if (PUBLIC.some((re) => re.test(request.url))) return;
     const given = presentedToken(request);
-    if (given === undefined || !timingSafeEqual(digest(given), expected)) {
+    const user = given === undefined ? undefined : users.authenticate(given);
+    if (!user) {
       reply.header('www-authenticate', 'Bearer realm="sockctl"');
       throw errors.unauthorized();
     }
+    request.user = user;
   });
 }

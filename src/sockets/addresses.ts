@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { isAbsolute, resolve, sep } from 'node:path';
+import { isAbsolute, resolve } from 'node:path';
 import type { AddressInput, SockaddrView, SocketAddress } from '../../schemas/address.js';
 import { errors } from '../errors.js';
 import { C, type SockAddr } from '../io/native.js';
@@ -8,10 +8,9 @@ import { C, type SockAddr } from '../io/native.js';
 /** sun_path holds 108 bytes, the terminating NUL included. */
 export const SUN_PATH_MAX = 107;
 
+/** Where a user's relative Unix paths resolve (who may use which path is the policy's business). */
 export interface UnixPathRules {
   unixDir: string;
-  allowOutside: boolean;
-  allowAbstract: boolean;
 }
 
 /** `{address, port}` → the kernel's sockaddr_in / sockaddr_in6, or a 400 naming what is wrong. */
@@ -46,23 +45,18 @@ function scopeId(scope: string): number {
   throw errors.badRequest(`unknown IPv6 scope '%${scope}'`);
 }
 
-/** `{path}` → sockaddr_un: relative paths resolve in unixDir; outside paths and "@abstract" need config. */
+/** `{path}` → sockaddr_un: relative paths resolve in the user's directory; too long a path is a 400. */
 export function unixSockAddr(input: AddressInput, rules: UnixPathRules): SockAddr {
   if (input.path === undefined || input.address !== undefined || input.port !== undefined)
     throw errors.badRequest(`a Unix socket takes {path}, not {address, port}`);
   const raw = input.path;
   if (raw.includes('\0')) throw errors.badRequest('a Unix path cannot contain NUL bytes');
   if (raw.startsWith('@')) {
-    if (!rules.allowAbstract)
-      throw errors.forbidden(`the abstract namespace ('${raw}') is disabled (SOCKCTL_UNIX_ALLOW_ABSTRACT)`);
     if (Buffer.byteLength(raw) > SUN_PATH_MAX + 1)
       throw errors.badRequest(`abstract name '${raw}' is longer than sun_path allows (107 bytes)`);
     return { family: C.AF_UNIX, path: raw };
   }
   const path = isAbsolute(raw) ? resolve(raw) : resolve(rules.unixDir, raw);
-  const inside = path.startsWith(rules.unixDir.endsWith(sep) ? rules.unixDir : rules.unixDir + sep);
-  if (!inside && !rules.allowOutside)
-    throw errors.forbidden(`Unix path '${path}' is outside ${rules.unixDir} (SOCKCTL_UNIX_ALLOW_OUTSIDE)`);
   const bytes = Buffer.byteLength(path);
   if (bytes > SUN_PATH_MAX)
     throw errors.badRequest(

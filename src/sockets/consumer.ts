@@ -44,6 +44,13 @@ class Retained {
 
   add(offset: number, data: Buffer, limitBytes: number, limitMs: number): void {
     if (limitBytes === 0) return;
+    // the window must be contiguous: bytes read without a consumer (REST recv) were never retained, so what
+    // came before them can no longer be resumed without a silent hole
+    const last = this.chunks.at(-1);
+    if (last && last.offset + last.data.length !== offset) {
+      this.chunks = [];
+      this.bytes = 0;
+    }
     this.chunks.push({ offset, data, at: Date.now() });
     this.bytes += data.length;
     const oldest = Date.now() - limitMs;

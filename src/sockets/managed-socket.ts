@@ -9,6 +9,8 @@ import { C, native, type SockAddr } from '../io/native.js';
 import { FdWatcher, type WaitOutcome } from '../io/watcher.js';
 import { describe, isUnbound, sockaddrView, wireAddress } from './addresses.js';
 import type { FamilyBehaviour } from './families.js';
+import type { Access } from '../policy/access.js';
+import type { User } from '../policy/users.js';
 import { closedKernelView, kernelView } from './kernel.js';
 import { readOnlyNames, readOptions, writeOption } from './options.js';
 import { canTransition } from './state.js';
@@ -17,6 +19,10 @@ import { peekAll, recvAll, recvBlocking, sendBlocking } from './transfer.js';
 /** What a socket needs from the service around it. */
 export interface SocketContext {
   readonly events: EventLog;
+  /** Policy, connect rate and Unix directories of the owner. */
+  readonly access: Access;
+  /** How many listening sockets the user holds now. */
+  countListeners(owner: string): number;
   readonly maxWaitMs: number;
   readonly recvDefaultBytes: number;
   readonly recvMaxBytes: number;
@@ -34,7 +40,7 @@ export interface SocketInit {
   type: SocketType;
   protocol: Protocol;
   label: string | null;
-  owner: string;
+  user: User;
   state?: SocketState;
   listener?: string | null;
 }
@@ -69,7 +75,7 @@ export class ManagedSocket {
   readonly type: SocketType;
   readonly protocol: Protocol;
   readonly label: string | null;
-  readonly owner: string;
+  readonly user: User;
   readonly listener: string | null;
   readonly createdAt = new Date();
   readonly stats = { bytesSent: 0, bytesReceived: 0, messagesSent: 0, messagesReceived: 0 };
@@ -105,12 +111,19 @@ export class ManagedSocket {
     this.type = init.type;
     this.protocol = init.protocol;
     this.label = init.label;
-    this.owner = init.owner;
+    this.user = init.user;
     this.listener = init.listener ?? null;
     this.current = init.state ?? 'created';
     this.stream = init.type === 'SOCK_STREAM';
     this.watcher = new FdWatcher(init.fd);
   }
+
+  get owner(): string {
+    return this.user.name;
+  }
+
+  /** When an operation last touched the socket (for the idle timeout). */
+  lastActive = Date.now();
 
   get state(): SocketState {
     return this.current;
@@ -135,6 +148,7 @@ export class ManagedSocket {
   bind(input: AddressInput): void {
     this.guard('bind');
     const sa = this.behaviour.toSockAddr(input);
+    this.ctx.access.authorize(this.user, 'bind', sa);
     this.sys(`bind ${describe(sa)}`, () => native.bind(this.fd, sa));
     const local = native.getsockname(this.fd);
     this.unlinkOnClose = this.behaviour.boundCleanup(local);
@@ -144,6 +158,12 @@ export class ManagedSocket {
   /** listen(2); on an unbound TCP socket the kernel binds an ephemeral port, as in C. */
   listen(backlog: number = this.ctx.defaultBacklog): void {
     this.guard('listen');
+    if (this.current !== 'listening') {
+      const limit = this.user.limits.listeners;
+      if (this.ctx.countListeners(this.owner) >= limit)
+        throw errors.quota(`listen: user '${this.owner}' holds ${limit} listening sockets, the limit`);
+      if (this.type !== 'SOCK_DGRAM') this.authorizeImplicitBind();
+    }
     this.sys(`listen backlog ${backlog}`, () => native.listen(this.fd, backlog));
     this.backlog = backlog;
     this.transition('listening');
@@ -165,7 +185,7 @@ export class ManagedSocket {
         type: this.type,
         protocol: this.protocol,
         label: this.label,
-        owner: this.owner,
+        user: this.user,
         state: 'connected',
         listener: this.id,
       });
@@ -188,6 +208,8 @@ export class ManagedSocket {
   async connect(input: AddressInput, timeoutMs?: number): Promise<'connected' | 'in-progress'> {
     this.guard('connect');
     const sa = this.behaviour.toSockAddr(input);
+    this.ctx.access.authorize(this.user, 'connect', sa);
+    this.ctx.access.takeConnect(this.user);
     const what = `connect ${describe(sa)}`;
     try {
       native.connect(this.fd, sa);
@@ -256,6 +278,7 @@ export class ManagedSocket {
   ): Promise<number> {
     this.guard(opts.to ? 'sendto' : 'send');
     const to = opts.to ? this.behaviour.toSockAddr(opts.to) : null;
+    if (to) this.ctx.access.authorize(this.user, 'sendto', to);
     const flags = opts.flags ?? 0;
     const nonblocking = (flags & C.MSG_DONTWAIT) !== 0;
     // untilDone: a consumer stream's write, which waits as long as the socket stays open
@@ -450,6 +473,19 @@ export class ManagedSocket {
   /** Every operation checks the state first: a closed socket never reaches the kernel. */
   private guard(syscall: string): void {
     if (this.current === 'closed') throw errors.closed(this.id, syscall);
+    this.lastActive = Date.now();
+  }
+
+  /**
+   * listen() on an unbound inet socket binds it to the wildcard address: a server reachable from every
+   * interface, which the bind policy must allow as if the user had asked for it. (The ephemeral port a
+   * connect or sendto binds is the kernel's choice of a source and is not checked.)
+   */
+  private authorizeImplicitBind(): void {
+    if (this.family === 'AF_UNIX') return;
+    if (!isUnbound(native.getsockname(this.fd))) return;
+    const any = this.family === 'AF_INET' ? '0.0.0.0' : '::';
+    this.ctx.access.authorize(this.user, 'bind', { family: C[this.family], address: any, port: 0 });
   }
 
   /** The wait of one call: its timeoutMs, else the socket's SO_RCVTIMEO/SO_SNDTIMEO, else the cap. */

@@ -4,7 +4,8 @@ import type { SocketState } from '../../schemas/socket.js';
 import { errors, fromSysError, SockctlError } from '../errors.js';
 import type { EventLog } from '../events/event-log.js';
 import { C, native } from '../io/native.js';
-import type { UnixPathRules } from './addresses.js';
+import type { Access } from '../policy/access.js';
+import type { User } from '../policy/users.js';
 import {
   checkCombination,
   familyBehaviour,
@@ -25,8 +26,8 @@ export interface RegistryConfig {
   recvDefaultBytes: number;
   recvMaxBytes: number;
   defaultBacklog: number;
-  allowRaw: boolean;
-  unix: UnixPathRules;
+  idleTimeoutMs: number;
+  maxLifetimeMs: number;
 }
 
 export interface CreateRequest {
@@ -35,7 +36,6 @@ export interface CreateRequest {
   protocol?: string | number | undefined;
   label?: string | undefined;
   options?: SocketOptions | undefined;
-  owner?: string;
 }
 
 /**
@@ -53,8 +53,11 @@ export class Registry {
   constructor(
     private readonly config: RegistryConfig,
     readonly events: EventLog,
+    readonly access: Access,
   ) {
     this.ctx = {
+      access,
+      countListeners: (owner) => this.list({ owner, state: 'listening' }).length,
       events,
       maxWaitMs: config.maxWaitMs,
       recvDefaultBytes: config.recvDefaultBytes,
@@ -63,17 +66,18 @@ export class Registry {
       adopt: (init) => this.adopt(init, 'accept'),
       onClosed: (socket) => this.onClosed(socket),
     };
-    this.sweeper = setInterval(() => this.sweep(), Math.min(10_000, Math.max(100, config.closedRetentionMs))).unref();
+    const every = Math.min(10_000, ...[config.closedRetentionMs, config.idleTimeoutMs / 4, config.maxLifetimeMs / 4].filter((x) => x > 0));
+    this.sweeper = setInterval(() => this.sweep(), Math.max(100, every)).unref();
   }
 
   /** socket(2), then the requested options; a failing option closes the new fd again. */
-  create(req: CreateRequest): ManagedSocket {
+  create(req: CreateRequest, user: User): ManagedSocket {
     const family = normalizeFamily(req.family);
     const type = normalizeType(req.type);
     const protocol = normalizeProtocol(req.protocol);
-    checkCombination(family, type, protocol, this.config.allowRaw);
-    this.checkCeiling('socket');
-    const behaviour = familyBehaviour(family, this.config.unix);
+    checkCombination(family, type, protocol, this.access.mayUseRaw(user));
+    this.checkCeiling('socket', user);
+    const behaviour = familyBehaviour(family, { unixDir: this.access.unixDirFor(user) });
     let fd: number;
     try {
       fd = native.socket(behaviour.domain, typeNumber(type), protocolNumber(protocol));
@@ -81,7 +85,7 @@ export class Registry {
       throw fromSysError(e, `socket ${family} ${type}`);
     }
     const socket = this.adopt(
-      { id: '', fd, behaviour, type, protocol: this.kernelProtocol(fd), label: req.label ?? null, owner: req.owner ?? 'admin' },
+      { id: '', fd, behaviour, type, protocol: this.kernelProtocol(fd), label: req.label ?? null, user },
       'socket',
     );
     if (req.options && Object.keys(req.options).length > 0) {
@@ -97,11 +101,11 @@ export class Registry {
   }
 
   /** socketpair(2) (AF_UNIX): two connected sockets. */
-  socketpair(req: { type: string; label?: string | undefined; owner?: string }): [ManagedSocket, ManagedSocket] {
+  socketpair(req: { type: string; label?: string | undefined }, user: User): [ManagedSocket, ManagedSocket] {
     const type = normalizeType(req.type);
     if (type === 'SOCK_RAW') throw errors.badRequest('AF_UNIX has no SOCK_RAW');
-    this.checkCeiling('socketpair', 2);
-    const behaviour = familyBehaviour('AF_UNIX', this.config.unix);
+    this.checkCeiling('socketpair', user, 2);
+    const behaviour = familyBehaviour('AF_UNIX', { unixDir: this.access.unixDirFor(user) });
     let fds: [number, number];
     try {
       fds = native.socketpair(C.AF_UNIX, typeNumber(type), 0);
@@ -110,15 +114,16 @@ export class Registry {
     }
     const make = (fd: number) =>
       this.adopt(
-        { id: '', fd, behaviour, type, protocol: 0, label: req.label ?? null, owner: req.owner ?? 'admin', state: 'connected' },
+        { id: '', fd, behaviour, type, protocol: 0, label: req.label ?? null, user, state: 'connected' },
         'socketpair',
       );
     return [make(fds[0]), make(fds[1])];
   }
 
-  get(id: string, owner?: string): ManagedSocket {
+  /** The socket, if `user` may see it (its owner, or an admin); another user's socket is a 404 like a missing one. */
+  get(id: string, user: User): ManagedSocket {
     const s = this.sockets.get(id);
-    if (!s || (owner !== undefined && s.owner !== owner)) throw errors.notFound(id);
+    if (!s || !maysee(user, s)) throw errors.notFound(id);
     return s;
   }
 
@@ -139,9 +144,9 @@ export class Registry {
   }
 
   /** Closes every open socket with the label; returns how many it closed. */
-  closeByLabel(label: string, opts: { reset?: boolean | undefined; owner?: string | undefined } = {}): number {
+  closeByLabel(label: string, user: User, opts: { reset?: boolean | undefined } = {}): number {
     let n = 0;
-    for (const s of this.list({ label, owner: opts.owner })) {
+    for (const s of this.list({ label, owner: ownerFilter(user) })) {
       if (!s.isOpen) continue;
       s.close(`closed by label '${label}'`, opts.reset ?? false);
       n++;
@@ -160,7 +165,7 @@ export class Registry {
   }
 
   private adopt(init: SocketInit, syscall: string): ManagedSocket {
-    if (syscall === 'accept') this.checkCeiling('accept');
+    if (syscall === 'accept') this.checkCeiling('accept', init.user);
     let id: string;
     do id = randomBytes(9).toString('base64url');
     while (this.sockets.has(id));
@@ -183,7 +188,11 @@ export class Registry {
     return protocolName(native.getsockoptInt(fd, C.SOL_SOCKET, C.SO_PROTOCOL));
   }
 
-  private checkCeiling(syscall: string, needed = 1): void {
+  /** The user's quota (429) and the service's ceiling (503 EMFILE: the service's own descriptor budget). */
+  private checkCeiling(syscall: string, user: User, needed = 1): void {
+    const mine = this.list({ owner: user.name }).filter((s) => s.isOpen).length;
+    if (mine + needed > user.limits.sockets)
+      throw errors.quota(`${syscall}: user '${user.name}' holds ${mine} open sockets, the limit is ${user.limits.sockets}`);
     if (this.openCount + needed <= this.config.maxSockets) return;
     throw new SockctlError(
       503,
@@ -206,7 +215,24 @@ export class Registry {
   }
 
   private sweep(): void {
-    const limit = Date.now() - this.config.closedRetentionMs;
+    const now = Date.now();
+    const { idleTimeoutMs: idle, maxLifetimeMs: life } = this.config;
+    if (idle > 0 || life > 0)
+      for (const s of this.sockets.values()) {
+        if (!s.isOpen) continue;
+        if (life > 0 && now - s.createdAt.getTime() >= life) s.close(`lifetime of ${life} ms reached (SOCKCTL_MAX_LIFETIME_MS)`);
+        else if (idle > 0 && now - s.lastActive >= idle && !s.consumer) s.close(`idle for ${idle} ms (SOCKCTL_IDLE_TIMEOUT_MS)`);
+      }
+    const limit = now - this.config.closedRetentionMs;
     while (this.closed.length > 0 && this.closed[0]!.closedAt!.getTime() <= limit) this.forget(this.closed[0]!);
   }
+}
+
+function maysee(user: User, s: ManagedSocket): boolean {
+  return user.role === 'admin' || s.owner === user.name;
+}
+
+/** The owner filter for a listing: none for an admin. */
+export function ownerFilter(user: User): string | undefined {
+  return user.role === 'admin' ? undefined : user.name;
 }

@@ -1,7 +1,10 @@
 import { spawnNode, within, type Proc } from './procs.js';
 
-/** The harness's handle on the peer process (bench/lib/peer.ts): one call per IPC request. */
-export class Peer {
+/**
+ * The harness's handle on a helper process driven over IPC (bench/lib/peer.ts, bench/lib/observers.ts):
+ * one request `{id, op, ...}`, one reply `{id, ...}` or `{id, error}`; every call is bounded in time.
+ */
+export class IpcChild {
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (r: any) => void; reject: (e: Error) => void }>();
 
@@ -10,19 +13,19 @@ export class Peer {
       const p = this.pending.get(m.id);
       if (!p) return;
       this.pending.delete(m.id);
-      if (m.error) p.reject(new Error(`peer: ${m.error}`));
+      if (m.error) p.reject(new Error(`${proc.name}: ${m.error}`));
       else p.resolve(m);
     });
     proc.child.once('exit', () => {
-      for (const p of this.pending.values()) p.reject(new Error(`peer exited: ${proc.output()}`));
+      for (const p of this.pending.values()) p.reject(new Error(`${proc.name} exited: ${proc.output()}`));
       this.pending.clear();
     });
   }
 
-  static async start(): Promise<Peer> {
-    const proc = spawnNode('peer', 'bench/lib/peer.ts', { ipc: true });
-    await within(20_000, 'peer start', new Promise<void>((resolve) => proc.child.once('message', () => resolve())));
-    return new Peer(proc);
+  static async start(name: string, script: string): Promise<IpcChild> {
+    const proc = spawnNode(name, script, { ipc: true });
+    await within(20_000, `${name} start`, new Promise<void>((resolve) => proc.child.once('message', () => resolve())));
+    return new IpcChild(proc);
   }
 
   /** One request; every call is bounded by `timeoutMs`. */
@@ -30,7 +33,7 @@ export class Peer {
     const id = this.nextId++;
     return within(
       timeoutMs,
-      `peer ${op}`,
+      `${this.proc.name} ${op}`,
       new Promise<T>((resolve, reject) => {
         this.pending.set(id, { resolve, reject });
         this.proc.child.send({ id, op, ...args });

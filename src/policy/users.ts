@@ -1,0 +1,64 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { Value } from 'typebox/value';
+import { TokensFile, type Limits } from '../../schemas/policy.js';
+
+export interface User {
+  name: string;
+  role: 'admin' | 'user';
+  limits: Required<Limits>;
+}
+
+const digest = (s: string) => createHash('sha256').update(s).digest();
+
+/**
+ * Bearer tokens → users. `SOCKCTL_TOKEN` is the single-admin shortcut; `SOCKCTL_TOKENS_FILE` adds users
+ * and can be reloaded (SIGHUP) without a restart. Tokens are compared in constant time (as digests, so
+ * lengths leak nothing either) and never logged.
+ */
+export class Users {
+  private entries: { digest: Buffer; user: User }[] = [];
+
+  constructor(
+    private readonly adminToken: string,
+    private readonly file: string,
+    private readonly defaults: Required<Limits>,
+  ) {
+    this.reload();
+  }
+
+  /** Rereads the tokens file; on error the previous users stay and the error is thrown. */
+  reload(): number {
+    const entries: { digest: Buffer; user: User }[] = [];
+    if (this.adminToken)
+      entries.push({ digest: digest(this.adminToken), user: { name: 'admin', role: 'admin', limits: this.defaults } });
+    if (this.file) {
+      const parsed: unknown = JSON.parse(readFileSync(this.file, 'utf8'));
+      if (!Value.Check(TokensFile, parsed)) {
+        const first = [...Value.Errors(TokensFile, parsed)][0];
+        throw new Error(`${this.file}: ${first?.instancePath ?? ''} ${first?.message ?? 'invalid'}`);
+      }
+      const names = new Set<string>();
+      for (const u of parsed.users) {
+        if (names.has(u.name)) throw new Error(`${this.file}: user '${u.name}' appears twice`);
+        names.add(u.name);
+        entries.push({ digest: digest(u.token), user: { name: u.name, role: u.role, limits: { ...this.defaults, ...u.limits } } });
+      }
+    }
+    if (entries.length === 0) throw new Error('no users: set SOCKCTL_TOKEN or SOCKCTL_TOKENS_FILE');
+    this.entries = entries;
+    return entries.length;
+  }
+
+  /** The user a token belongs to; every entry is compared, so timing says nothing about which matched. */
+  authenticate(token: string): User | undefined {
+    const d = digest(token);
+    let found: User | undefined;
+    for (const e of this.entries) if (timingSafeEqual(d, e.digest)) found ??= e.user;
+    return found;
+  }
+
+  get count(): number {
+    return this.entries.length;
+  }
+}
