@@ -6,7 +6,8 @@ import { formatProfile, summarizeProfile } from './lib/cpuprofile.js';
 import { IpcChild } from './lib/ipc-child.js';
 import { ROOT, sleep, spawnNode, waitLine } from './lib/procs.js';
 import { Service } from './lib/service.js';
-import { tcpToWsRelay, tcpToWsSockctl, type Transfer } from './scenarios/throughput.js';
+import { relaySides, sockctlSide } from './lib/sides.js';
+import { transfer, type Transfer } from './scenarios/throughput.js';
 
 const MiB = 1024 * 1024;
 
@@ -27,16 +28,16 @@ export async function profileTcpToWs(log: (msg: string) => void, quick: boolean)
   const relayProc = spawnNode('relay', 'bench/baselines/relay.ts', { env: { RELAY_PORT: '0' }, nodeArgs: prof(relayDir) });
   const relay = { proc: relayProc, port: Number((await waitLine(relayProc, /listening on (\d+)/))[1]) };
   const peer = await IpcChild.start('peer', 'bench/lib/peer.ts');
-  const ctx: Ctx = { quick, service, relay, peer, log, notes: [] };
+  const ctx: Ctx = { quick, service, relay, websockify: null, peer, log, notes: [] };
+  const sides = [sockctlSide(ctx), relaySides(ctx)[0]!];
   const [rounds, bytes] = quick ? [2, 256 * MiB] : [4, 512 * MiB];
   const windows: { fromMs: number; toMs: number }[] = [];
   const results: Transfer[][] = [[], []];
   try {
-    await tcpToWsSockctl(ctx, 32 * MiB);
-    await tcpToWsRelay(ctx, 32 * MiB);
-    for (const [i, run] of [tcpToWsSockctl, tcpToWsRelay].entries()) {
+    for (const side of sides) await transfer(ctx, side, 'tcp-to-ws', 32 * MiB);
+    for (const [i, side] of sides.entries()) {
       const fromMs = nowMs();
-      for (let r = 0; r < rounds; r++) results[i]!.push(await run(ctx, bytes));
+      for (let r = 0; r < rounds; r++) results[i]!.push(await transfer(ctx, side, 'tcp-to-ws', bytes));
       windows.push({ fromMs, toMs: nowMs() });
     }
   } finally {

@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { type Ctx, type Scenario } from './lib/context.js';
 import { IpcChild } from './lib/ipc-child.js';
 import { profileTcpToWs } from './profile.js';
-import { killAll } from './lib/procs.js';
+import { killAll, machineCpu } from './lib/procs.js';
 import { machine, table, writeResults, type ScenarioResult } from './lib/report.js';
 import { Service, setServiceDir, startRelay } from './lib/service.js';
 import { controlPlane } from './scenarios/control-plane.js';
@@ -55,8 +55,18 @@ async function main(): Promise<void> {
   try {
     for (const [id, scenario] of SCENARIOS) {
       if (only && !only.includes(id)) continue;
+      const cpu0 = machineCpu();
+      const t0 = Date.now();
       try {
         rows.push(...(await scenario(ctx)));
+        // other processes on this machine (tests, builds) take cores from the bench: say so
+        const cpu1 = machineCpu();
+        const foreign = (cpu1.all - cpu0.all - (cpu1.ours - cpu0.ours)) / ((Date.now() - t0) / 1000);
+        if (foreign > 0.1) {
+          const note = `scenario ${id}: other processes used ${(100 * foreign).toFixed(0)}% of a core on average while it ran; its figures may be perturbed`;
+          ctx.notes.push(note);
+          log(`  note: ${note.slice(note.indexOf(':') + 2)}`);
+        }
       } catch (e) {
         const msg = `scenario ${id} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`;
         log(msg);
@@ -66,8 +76,8 @@ async function main(): Promise<void> {
   } finally {
     await Promise.allSettled([service.stop(), relay.proc.stop(), peer.stop()]);
   }
-  for (const n of ctx.notes) log(`note: ${n}`);
   process.stdout.write(`\n${table(rows)}\n\n`);
+  for (const n of [...ctx.notes, ...failures]) process.stdout.write(`- ${n}\n`);
   const files = writeResults(rows, machine(), [...ctx.notes, ...failures], !quick && !only, 'npm run bench');
   log(`wrote ${files.join(', ')}`);
   if (failures.length) process.exitCode = 1;

@@ -6,7 +6,7 @@ import { loadConfig, makeUnixDir } from './config.js';
 /** The entry: config from the environment, listen, close every socket on SIGINT/SIGTERM. */
 async function main(): Promise<void> {
   const config = loadConfig(process.env);
-  const generatedToken = !config.token;
+  const generatedToken = !config.token && !config.tokensFile;
   if (generatedToken) config.token = randomBytes(24).toString('base64url');
   const ownUnixDir = !config.unixDir;
   if (ownUnixDir) config.unixDir = makeUnixDir();
@@ -25,6 +25,15 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', () => void shutdown('SIGINT'));
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGHUP', () => {
+    try {
+      const n = app.users.reload();
+      app.policy.reload();
+      app.log.info({ users: n }, 'reloaded tokens and policy');
+    } catch (e) {
+      app.log.error({ err: e }, 'reload failed: the previous tokens and policy stay');
+    }
+  });
 
   const address = await app.listen({ host: config.host, port: config.port });
   if (generatedToken) {

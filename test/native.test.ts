@@ -547,6 +547,12 @@ describe('Unix sockets', () => {
     expect(text(N.recv(b, 10, 0).data)).toBe('ab');
     N.send(b, Buffer.from('ba'), 0);
     expect(text(N.recv(a, 10, 0).data)).toBe('ba');
+    // sendv sends at most IOV_MAX (1024) chunks in one call: a short write
+    const many = Array.from({ length: 1100 }, (_, i) => Buffer.from([i & 0xff]));
+    expect(N.sendv(a, many, 0)).toBe(1024);
+    const got = N.recv(b, 2000, 0).data;
+    expect(got.length).toBe(1024);
+    expect(got.equals(Buffer.concat(many.slice(0, 1024)))).toBe(true);
     const [d1, d2] = pair(C.AF_UNIX, C.SOCK_DGRAM);
     N.send(d1, Buffer.from('x'), 0);
     N.send(d1, Buffer.from('yz'), 0);

@@ -662,6 +662,38 @@ describe('consumer stream: resume with ?offset=', () => {
     await c2.closed;
   });
 
+  // Bytes a REST recv took (no consumer attached) are not retained: a resume from before them must say so
+  // rather than skip them silently (a binary client could not tell).
+  it('a resume across bytes read by REST recv gets SOCKCTL_OFFSET_EXPIRED, not a silent hole', async () => {
+    await boot();
+    const { id, peer } = await session();
+    const c1 = client(`/v1/sockets/${id}/stream`);
+    await c1.opened;
+    peer.write('aaaa');
+    await eventOf(c1, 'data');
+    c1.ws.close(1000);
+    await c1.closed;
+    await detached(id);
+    peer.write('bbbb');
+    const r = await t!.call('POST', `/v1/sockets/${id}/recv`, { timeoutMs: 2000, waitAll: true, maxBytes: 4 });
+    expect(r.body).toMatchObject({ data: 'bbbb', bytes: 4 });
+    const c2 = client(`/v1/sockets/${id}/stream?offset=8`);
+    await c2.opened;
+    peer.write('cccc');
+    expect(await eventOf(c2, 'data')).toMatchObject({ offset: 8, data: 'cccc' });
+    c2.ws.close(1000);
+    await c2.closed;
+    await detached(id);
+
+    const c3 = client(`/v1/sockets/${id}/stream?offset=0`);
+    await c3.opened;
+    await until(() => c3.events.length >= 2, 'error and replay');
+    expect(c3.events[0]).toMatchObject({ type: 'error', code: 'SOCKCTL_OFFSET_EXPIRED', offset: 8 });
+    expect(c3.events[1]).toMatchObject({ type: 'data', offset: 8, data: 'cccc', replay: true });
+    c3.ws.close(1000);
+    await c3.closed;
+  });
+
   it('an offset past what was received gets SOCKCTL_BAD_OFFSET', async () => {
     await boot();
     const { id, peer } = await session();

@@ -9,6 +9,8 @@ export interface Ctx {
   /** The sockctl under test for the data-path, latency and control-plane scenarios. */
   service: Service;
   relay: { proc: Proc; port: number };
+  /** websockify relaying to the peer's listener, when installed (`which websockify`). */
+  websockify: { proc: Proc; port: number } | null;
   /** The TCP peer process (bench/lib/peer.ts). */
   peer: IpcChild;
   log(msg: string): void;
@@ -31,6 +33,18 @@ export async function alternate<T>(rounds: number, a: () => Promise<T>, b: () =>
     } else {
       out.b.push(await b());
       out.a.push(await a());
+    }
+  }
+  return out;
+}
+
+/** Like alternate() for several sides: round i runs them rotated by i, so that none always goes first. */
+export async function rotate<T>(rounds: number, sides: (() => Promise<T>)[]): Promise<T[][]> {
+  const out = sides.map(() => [] as T[]);
+  for (let i = 0; i < rounds; i++) {
+    for (let k = 0; k < sides.length; k++) {
+      const j = (i + k) % sides.length;
+      out[j]!.push(await sides[j]!());
     }
   }
   return out;

@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 
@@ -159,6 +159,58 @@ export function cpuSeconds(pid: number): number {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // fields[0] is field 3 (state); utime is field 14, stime field 15
   return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+}
+
+/**
+ * CPU-seconds of the whole machine spent in processes (user + nice + system of /proc/stat), and of this
+ * bench: itself, its reaped children (cutime + cstime) and its live children.
+ */
+export function machineCpu(): { all: number; ours: number } {
+  const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const all = (cpu[0]! + cpu[1]! + cpu[2]!) / CLK_TCK;
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+  let ours = (f[11]! + f[12]! + f[13]! + f[14]!) / CLK_TCK;
+  for (const c of children) {
+    try {
+      if (c.pid && c.exitCode === null) ours += cpuSeconds(c.pid);
+    } catch {
+      // exited meanwhile: counted in cutime once reaped
+    }
+  }
+  return { all, ours };
+}
+
+/**
+ * CPU-seconds of a process and its descendants (websockify forks per connection): utime + stime of each
+ * live one, plus what the root reaped (cutime + cstime).
+ */
+export function treeCpuSeconds(root: number): number {
+  const parents = new Map<number, number>();
+  const cpu = new Map<number, number>();
+  let reaped = 0;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+      parents.set(Number(entry), f[1]!);
+      cpu.set(Number(entry), (f[11]! + f[12]!) / CLK_TCK);
+      if (Number(entry) === root) reaped = (f[13]! + f[14]!) / CLK_TCK;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  let total = reaped;
+  for (const pid of cpu.keys()) {
+    for (let p: number | undefined = pid; p !== undefined && p > 1; p = parents.get(p)) {
+      if (p === root) {
+        total += cpu.get(pid)!;
+        break;
+      }
+    }
+  }
+  return total;
 }
 
 /** Resident set size of a process, in bytes (VmRSS of /proc/PID/status). */

@@ -24,12 +24,13 @@ export async function openWs(url: string, timeoutMs = 10_000): Promise<WebSocket
 
 /** Counts binary bytes until `bytes` arrived; text frames (sockctl's events) are ignored. */
 export function receiveBytes(ws: WebSocket, bytes: number, timeoutMs: number): Promise<{ bytes: number; firstMs: number; lastMs: number }> {
+  type Got = { bytes: number; firstMs: number; lastMs: number };
   let got = 0;
   let firstMs = 0;
   return within(
     timeoutMs,
     `receive ${bytes} bytes`,
-    new Promise((resolve, reject) => {
+    new Promise<Got>((resolve, reject) => {
       const onMessage = (data: Buffer, isBinary: boolean) => {
         if (!isBinary) return;
         if (got === 0) firstMs = nowMs();

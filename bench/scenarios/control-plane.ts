@@ -38,12 +38,12 @@ export async function controlPlane(ctx: Ctx): Promise<ScenarioResult[]> {
   const bc = await Promise.all(Array.from({ length: WORKERS }, () => RawHttp.open(bare.port)));
   // one sockctl TCP socket per worker connected to the peer: the peer reads all sent to `senders`
   // and keeps `receivers` full, so that neither call ever waits
-  const { port } = await peer.call('listen');
+  const { port } = await peer.call<{ port: number }>('listen');
   const pairs: { id: string; conn: number }[] = [];
   for (let i = 0; i < 2 * WORKERS; i++) {
     const s = await service.call('POST', '/v1/sockets', { family: 'inet', type: 'stream', label: 'bench-cp' });
     await service.call('POST', `/v1/sockets/${s.id}/connect`, { address: '127.0.0.1', port });
-    const { conn } = await peer.call('accept');
+    const { conn } = await peer.call<{ conn: number }>('accept');
     pairs.push({ id: s.id, conn });
   }
   const senders = pairs.slice(0, WORKERS);

@@ -72,7 +72,7 @@ async function round(ctx: Ctx, observers: IpcChild | null, seconds: number): Pro
   const { service, peer } = ctx;
   const count = Math.round(RATE * seconds);
   const l = await service.listener();
-  const { conn } = await peer.call('connect', { port: l.local!.port });
+  const { conn } = await peer.call<{ conn: number }>('connect', { port: l.local!.port });
   const a = await service.accept(l.id);
   const ws = await openWs(service.streamUrl(a.id));
   try {

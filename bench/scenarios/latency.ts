@@ -3,7 +3,7 @@ import { nowMs } from '../lib/clock.js';
 import { alternate, type Ctx } from '../lib/context.js';
 import { row, type ScenarioResult } from '../lib/report.js';
 import { quantile, summarize } from '../lib/stats.js';
-import { closeWs, openWs } from '../lib/ws-client.js';
+import { relaySides, sockctlSide, type Side } from '../lib/sides.js';
 import { within } from '../lib/procs.js';
 
 const SIZE = 64;
@@ -48,32 +48,12 @@ async function run(ctx: Ctx, ws: WebSocket, conn: number, seconds: number): Prom
   return { p50: quantile(lat, 0.5), p99: quantile(lat, 0.99) };
 }
 
-async function viaSockctl(ctx: Ctx, seconds: number): Promise<Latency> {
-  const { service, peer } = ctx;
-  const l = await service.listener();
-  const { conn } = await peer.call('connect', { port: l.local!.port });
-  const a = await service.accept(l.id);
-  const ws = await openWs(service.streamUrl(a.id));
+async function via(ctx: Ctx, side: Side, seconds: number): Promise<Latency> {
+  const { ws, conn, cleanup } = await side.connect(ctx);
   try {
     return await run(ctx, ws, conn, seconds);
   } finally {
-    await closeWs(ws);
-    await peer.call('close', { conn });
-    await service.close(a.id);
-    await service.close(l.id);
-  }
-}
-
-async function viaRelay(ctx: Ctx, seconds: number): Promise<Latency> {
-  const { relay, peer } = ctx;
-  const { port } = await peer.call('listen');
-  const ws = await openWs(`ws://127.0.0.1:${relay.port}/?port=${port}`);
-  const { conn } = await peer.call('accept');
-  try {
-    return await run(ctx, ws, conn, seconds);
-  } finally {
-    await closeWs(ws);
-    await peer.call('close', { conn });
+    await cleanup();
   }
 }
 
@@ -81,12 +61,12 @@ async function viaRelay(ctx: Ctx, seconds: number): Promise<Latency> {
 export async function latency(ctx: Ctx): Promise<ScenarioResult[]> {
   const [rounds, seconds] = ctx.quick ? [2, 1] : [5, 2];
   ctx.log(`delivery latency: ${rounds} rounds of ${seconds} s at ${RATE}/s, ${SIZE}-byte messages, each side`);
-  await viaSockctl(ctx, 0.2);
-  await viaRelay(ctx, 0.2);
-  const r = await alternate(rounds, () => viaSockctl(ctx, seconds), () => viaRelay(ctx, seconds));
-  const relay = 'net+ws relay';
+  const [ours, relay] = [sockctlSide(ctx), relaySides(ctx)[0]!];
+  await via(ctx, ours, 0.2);
+  await via(ctx, relay, 0.2);
+  const r = await alternate(rounds, () => via(ctx, ours, seconds), () => via(ctx, relay, seconds));
   return [
-    row('3. Delivery latency', 'p50', 'ms', summarize(r.a.map((x) => x.p50)), { name: relay, summary: summarize(r.b.map((x) => x.p50)) }, false, { max: 1.0 }),
-    row('3. Delivery latency', 'p99', 'ms', summarize(r.a.map((x) => x.p99)), { name: relay, summary: summarize(r.b.map((x) => x.p99)) }, false, { max: 1.0 }),
+    row('3. Delivery latency', 'p50', 'ms', summarize(r.a.map((x) => x.p50)), { name: relay.name, summary: summarize(r.b.map((x) => x.p50)) }, false, { max: 1.0 }),
+    row('3. Delivery latency', 'p99', 'ms', summarize(r.a.map((x) => x.p99)), { name: relay.name, summary: summarize(r.b.map((x) => x.p99)) }, false, { max: 1.0 }),
   ];
 }
