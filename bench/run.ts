@@ -11,7 +11,7 @@ import { IpcChild } from './lib/ipc-child.js';
 import { profileTcpToWs } from './profile.js';
 import { killAll, machineCpu } from './lib/procs.js';
 import { machine, table, writeResults, type ScenarioResult } from './lib/report.js';
-import { Service, setServiceDir, startRelay } from './lib/service.js';
+import { Service, setServiceDir, startRelay, startWebsockify } from './lib/service.js';
 import { controlPlane } from './scenarios/control-plane.js';
 import { fanout } from './scenarios/fanout.js';
 import { latency } from './scenarios/latency.js';
@@ -49,7 +49,13 @@ async function main(): Promise<void> {
     startRelay(),
     IpcChild.start('peer', 'bench/lib/peer.ts'),
   ]);
-  const ctx: Ctx = { quick, service, relay, peer, log, notes: [] };
+  const ctx: Ctx = { quick, service, relay, websockify: null, peer, log, notes: [] };
+  const peerPort = (await peer.call<{ port: number }>('listen')).port;
+  ctx.websockify = await startWebsockify(peerPort).catch((e: unknown) => {
+    ctx.notes.push(`websockify found but did not start: ${e instanceof Error ? e.message : String(e)}`);
+    return null;
+  });
+  if (!ctx.websockify && !ctx.notes.length) ctx.notes.push('websockify is not installed (`which websockify` found nothing): its rows are skipped; `apt-get install websockify` adds them');
   const rows: ScenarioResult[] = [];
   const failures: string[] = [];
   try {
@@ -68,13 +74,12 @@ async function main(): Promise<void> {
           log(`  note: ${note.slice(note.indexOf(':') + 2)}`);
         }
       } catch (e) {
-        const msg = `scenario ${id} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`;
-        log(msg);
-        failures.push(msg);
+        log(`scenario ${id} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+        failures.push(`scenario ${id} failed: ${e instanceof Error ? e.message : String(e)}`);
       }
     }
   } finally {
-    await Promise.allSettled([service.stop(), relay.proc.stop(), peer.stop()]);
+    await Promise.allSettled([service.stop(), relay.proc.stop(), peer.stop(), ctx.websockify?.proc.stop()]);
   }
   process.stdout.write(`\n${table(rows)}\n\n`);
   for (const n of [...ctx.notes, ...failures]) process.stdout.write(`- ${n}\n`);

@@ -437,6 +437,6 @@ describe('observers and consumers at shutdown', () => {
     expect(await consumerClosed).toBe(1001);
     await sse.ended;
     await closing;
-    expect(app.registry.get(id).state).toBe('closed');
+    expect(app.registry.find(id)?.state).toBe('closed');
   });
 });

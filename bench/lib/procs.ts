@@ -1,6 +1,6 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 
 /** The repository root (bench/lib/../..). */
@@ -58,17 +58,27 @@ export function spawnNode(
   opts: { env?: Record<string, string>; nodeArgs?: string[]; nofile?: number; ipc?: boolean; stdin?: boolean; cwd?: string } = {},
 ): Proc {
   const args = [...(opts.nodeArgs ?? []), '--import', 'tsx', script];
+  return spawnCommand(name, process.execPath, args, opts);
+}
+
+/** Starts `command args` (see spawnNode for the options); the child is killed when the bench ends. */
+export function spawnCommand(
+  name: string,
+  command: string,
+  args: string[],
+  opts: { env?: Record<string, string>; nofile?: number; ipc?: boolean; stdin?: boolean; cwd?: string } = {},
+): Proc {
   const env = { ...process.env, ...opts.env };
   const stdio: ('pipe' | 'ipc' | 'ignore')[] = [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'];
   if (opts.ipc) stdio.push('ipc');
   let child: ChildProcess;
   if (opts.nofile) {
-    const quoted = [process.execPath, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+    const quoted = [command, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
     // the hard limit may be lower than asked (containers): take what is allowed
     const cmd = `ulimit -n ${opts.nofile} 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec ${quoted}`;
     child = spawn('sh', ['-c', cmd], { cwd: opts.cwd ?? ROOT, env, stdio });
   } else {
-    child = spawn(process.execPath, args, { cwd: opts.cwd ?? ROOT, env, stdio });
+    child = spawn(command, args, { cwd: opts.cwd ?? ROOT, env, stdio });
   }
   children.add(child);
   let tail = '';
@@ -120,6 +130,24 @@ export async function waitHttp(proc: Proc, url: string, timeoutMs = 20_000): Pro
     await sleep(50);
   }
   throw new Error(`${proc.name} did not answer ${url} within ${timeoutMs} ms: ${proc.output()}`);
+}
+
+/** Polls until 127.0.0.1:port accepts a TCP connection, the process dies, or `timeoutMs` passes. */
+export async function waitTcp(proc: Proc, port: number, timeoutMs = 20_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (proc.child.exitCode !== null) throw new Error(`${proc.name} exited (${proc.child.exitCode}): ${proc.output()}`);
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = connect({ host: '127.0.0.1', port }, () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    await sleep(50);
+  }
+  throw new Error(`${proc.name} did not listen on ${port} within ${timeoutMs} ms: ${proc.output()}`);
 }
 
 /** Waits for a line on stdout matching `re`; returns the match. */

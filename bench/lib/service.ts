@@ -1,4 +1,5 @@
-import { freePort, ROOT, spawnNode, waitHttp, waitLine, type Proc } from './procs.js';
+import { execFileSync } from 'node:child_process';
+import { freePort, ROOT, spawnCommand, spawnNode, waitHttp, waitLine, waitTcp, type Proc } from './procs.js';
 
 export const TOKEN = 'bench-token';
 
@@ -107,5 +108,23 @@ export async function startBareFastify(): Promise<{ proc: Proc; port: number }> 
   const port = await freePort();
   const proc = spawnNode('bare-fastify', 'bench/baselines/bare-fastify.ts', { env: { BARE_PORT: String(port) } });
   await waitHttp(proc, `http://127.0.0.1:${port}/health`);
+  return { proc, port };
+}
+
+/**
+ * websockify (the Debian package, if installed) relaying WebSocket connections to `target` on
+ * 127.0.0.1. Returns null when `which websockify` finds nothing.
+ */
+export async function startWebsockify(target: number): Promise<{ proc: Proc; port: number } | null> {
+  let bin: string;
+  try {
+    bin = execFileSync('which', ['websockify'], { encoding: 'utf8' }).trim();
+  } catch {
+    return null;
+  }
+  if (!bin) return null;
+  const port = await freePort();
+  const proc = spawnCommand('websockify', bin, [`127.0.0.1:${port}`, `127.0.0.1:${target}`]);
+  await waitTcp(proc, port);
   return { proc, port };
 }
