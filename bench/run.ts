@@ -1,14 +1,19 @@
 /**
- * `npm run bench [-- --quick] [-- --only=1,3] [-- --profile]`: every scenario of issue 6 against its
- * baseline, alternating A/B rounds in one run; prints a table and writes bench/results/latest.json
- * (and bench/RESULTS.md after a full run). Every process it starts is killed when it ends, even on
- * failure; every wait is bounded.
+ * `npm run bench`: every scenario of issue 6 against its baseline, alternating A/B rounds in one run;
+ * prints a table and writes bench/results/latest.json (and bench/RESULTS.md after a full run). Every
+ * process it starts is killed when it ends, even on failure; every wait is bounded, and so is the run.
+ *
+ *   --quick                 small sizes, under a minute in all
+ *   --only=1,3              some scenarios (no RESULTS.md then)
+ *   --service-dir=PATH      benchmark another checkout of sockctl (built), e.g. an older commit
+ *   --profile               TCP → WebSocket with the service and the relay under --cpu-prof, analysed
+ *   --profile-cycle         the control plane's lab cycle under --cpu-prof, analysed
  */
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type Ctx, type Scenario } from './lib/context.js';
 import { IpcChild } from './lib/ipc-child.js';
-import { profileTcpToWs } from './profile.js';
+import { profileLabCycle, profileTcpToWs } from './profile.js';
 import { killAll, machineCpu } from './lib/procs.js';
 import { machine, table, writeResults, type ScenarioResult } from './lib/report.js';
 import { Service, setServiceDir, startRelay, startWebsockify } from './lib/service.js';
@@ -24,6 +29,7 @@ const { values } = parseArgs({
     only: { type: 'string' },
     'service-dir': { type: 'string' },
     profile: { type: 'boolean', default: false },
+    'profile-cycle': { type: 'boolean', default: false },
   },
 });
 
@@ -43,7 +49,15 @@ async function main(): Promise<void> {
   const log = (msg: string) => process.stdout.write(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s] ${msg}\n`);
   if (values['service-dir']) setServiceDir(resolve(values['service-dir']));
   log(`sockctl bench, ${quick ? 'quick' : 'full'} mode${values['service-dir'] ? `, service from ${values['service-dir']}` : ''}`);
+  // the last line of defence for "ends by itself": every wait is bounded, and so is the whole run
+  const limitMs = quick ? 120_000 : 15 * 60_000;
+  setTimeout(() => {
+    log(`watchdog: the run passed ${limitMs / 1000} s; stopping every process`);
+    killAll();
+    process.exit(2);
+  }, limitMs).unref();
   if (values.profile) return profileTcpToWs(log, quick);
+  if (values['profile-cycle']) return profileLabCycle(log, quick);
   const [service, relay, peer] = await Promise.all([
     Service.start({ env: { SOCKCTL_MAX_SOCKETS: '2000' } }),
     startRelay(),

@@ -268,7 +268,7 @@ static bool unix_from_js(napi_env env, napi_value obj, const char *syscall, addr
     }
     if (full >= max) /* the path and its NUL must fit */
         return throw_errno(env, syscall, ENAMETOOLONG);
-    if (strlen(path) != len)
+    if (len == 0 || strlen(path) != len) /* "" would be read as an abstract name; a NUL would cut the path */
         return invalid_address(env, syscall, path);
     memcpy(sun->sun_path, path, len); /* the NUL comes from the zeroed storage */
     a->len = (socklen_t)(off + len + 1);

@@ -73,7 +73,7 @@ const stream: FastifyPluginAsyncTypebox = async (app) => {
             offset: q.offset,
             highWaterBytes: cfg.streamHighWaterBytes,
             writeQueueBytes: cfg.streamWriteQueueBytes,
-            retainBytes: cfg.streamRetainBytes,
+            retainBytes: Math.min(cfg.streamRetainBytes, request.user.limits.bufferBytes),
             retainMs: cfg.streamRetainMs,
             closeFlushMs: cfg.maxWaitMs,
           },

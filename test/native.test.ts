@@ -584,6 +584,8 @@ describe('Unix sockets', () => {
     const e = expectSysError(() => N.bind(s, unix(`/tmp/${'x'.repeat(110)}`)), 'ENAMETOOLONG', 'bind');
     expect(e.message).toBe('bind: File name too long');
     expectSysError(() => N.connect(s, unix(`@${'x'.repeat(108)}`)), 'ENAMETOOLONG', 'connect');
+    expectSysError(() => N.bind(s, unix('')), 'EINVAL', 'bind');
+    expectSysError(() => N.bind(s, unix(`${dir}/a\0b`)), 'EINVAL', 'bind');
     const fit = `${dir}/${'p'.repeat(107 - dir.length - 1)}`;
     expect(fit.length).toBe(107);
     expectSysError(() => N.bind(s, unix(`${fit}q`)), 'ENAMETOOLONG', 'bind');

@@ -34,7 +34,8 @@ export interface ProfileSummary {
 function where(url: string, line: number): string {
   if (!url) return '';
   const path = url.startsWith('file://') ? relative(ROOT, new URL(url).pathname) : url;
-  return `${path}:${line + 1}`;
+  // TypeScript files run as tsx compiled them: their positions are not the source's, so name the file only
+  return path.endsWith('.ts') ? path : `${path}:${line + 1}`;
 }
 
 function area(url: string, name: string): string {

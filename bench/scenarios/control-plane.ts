@@ -4,7 +4,7 @@ import { row, type ScenarioResult } from '../lib/report.js';
 import { startBareFastify, TOKEN } from '../lib/service.js';
 import { summarize } from '../lib/stats.js';
 
-const WORKERS = 4;
+export const WORKERS = 4;
 /** HTTP requests in one lab cycle (see labCycle). */
 const CYCLE_REQUESTS = 11;
 
@@ -13,7 +13,7 @@ const CYCLE_REQUESTS = 11;
  * close all three. The client closes first with `reset=true` (SO_LINGER 0) so that tens of thousands
  * of cycles leave no TIME_WAIT behind to exhaust the ephemeral ports.
  */
-async function labCycle(h: RawHttp): Promise<void> {
+export async function labCycle(h: RawHttp): Promise<void> {
   const l = await h.json('POST', '/v1/sockets', { family: 'inet', type: 'stream', label: 'bench-cycle' });
   const bound = await h.json('POST', `/v1/sockets/${l.id}/bind`, { address: '127.0.0.1', port: 0 });
   await h.json('POST', `/v1/sockets/${l.id}/listen`, {});
