@@ -1,4 +1,5 @@
 import { Type, type Static } from 'typebox';
+import { SocketAddress } from './address.js';
 import { Encoding, ref } from './common.js';
 import { SHUTDOWN_HOWS } from './operations.js';
 
@@ -50,7 +51,16 @@ export const StreamEvent = Type.Union(
     Type.Object({ ...base, type: Type.Literal('created'), family: Type.String(), socketType: Type.String(), protocol: Type.Unknown(), state: Type.String(), label: Type.Union([Type.String(), Type.Null()]), listener: Type.Union([Type.String(), Type.Null()]) }),
     Type.Object({ ...base, type: Type.Literal('state'), state: Type.String(), previous: Type.String() }),
     Type.Object({ ...base, type: Type.Literal('accepted'), child: Type.String(), remote: Type.Unknown() }),
-    Type.Object({ ...base, type: Type.Literal('data'), offset: Type.Integer(), bytes: Type.Integer(), data: Type.Optional(Type.String()), encoding: Type.Optional(ref(Encoding)) }),
+    Type.Object({
+      ...base,
+      type: Type.Literal('data'),
+      offset: Type.Integer(),
+      bytes: Type.Integer(),
+      data: Type.Optional(Type.String()),
+      encoding: Type.Optional(ref(Encoding)),
+      from: Type.Optional(Type.Union([ref(SocketAddress), Type.Null()], { description: 'datagram sockets: the sender' })),
+      truncated: Type.Optional(Type.Boolean({ description: 'datagram sockets: MSG_TRUNC' })),
+    }),
     Type.Object({ ...base, type: Type.Literal('sent'), offset: Type.Integer(), bytes: Type.Integer(), data: Type.Optional(Type.String()), encoding: Type.Optional(ref(Encoding)) }),
     Type.Object({ ...base, type: Type.Literal('eof'), offset: Type.Integer() }),
     Type.Object({ ...base, type: Type.Literal('shutdown'), how: Type.Enum(SHUTDOWN_HOWS) }),

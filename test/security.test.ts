@@ -603,14 +603,14 @@ describe('tokens', () => {
       const get = (path: string, headers: Record<string, string> = {}) =>
         new Promise<number>((resolve, reject) =>
           http.get({ host: '127.0.0.1', port: p, path, headers }, (res) => {
-            res.resume();
+            res.destroy(); // the status is all we need (an SSE stream would stay open)
             resolve(res.statusCode ?? 0);
           }).on('error', reject),
         );
       expect(await get('/v1/sockets', as(TOKEN))).toBe(200);
       expect(await get('/v1/sockets', as(WRONG))).toBe(401);
       expect(await get(`/v1/sockets?token=${WRONG}`)).toBe(401);
-      expect(await get(`/v1/events?token=${TOKEN}`, { accept: 'text/event-stream' }).catch(() => 0)).toBeGreaterThanOrEqual(0);
+      expect(await get(`/v1/events?token=${TOKEN}`, { accept: 'text/event-stream' })).toBe(200);
       const ok1 = await upgrade(`ws://127.0.0.1:${p}/v1/events?token=${TOKEN}`, {}, 20);
       expect(ok1.opened).toBe(true);
       const bad = await upgrade(`ws://127.0.0.1:${p}/v1/events?after=0&token=${WRONG}&label=x`);

@@ -1,6 +1,7 @@
 // The consumer stream (DESIGN.md section 5) with real WebSocket clients against a listening app and real
 // TCP peers (node:net): backpressure end to end, JSON and binary data, client ops, one consumer at a time,
 // autoAccept, resume with ?offset=, and WebSocket liveness (ping/pong).
+import dgram from 'node:dgram';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes, randomInt } from 'node:crypto';
 import { once } from 'node:events';
@@ -753,5 +754,29 @@ describe('WebSocket liveness', () => {
     normal.ws.close(1000);
     await normal.closed;
     console.log(`[liveness] mute client dropped after ${after} ms`);
+  });
+});
+
+describe('consumer stream: datagram sockets', () => {
+  // each datagram is one data event naming its sender; a zero-length datagram is data too
+  it('reports the sender and truncation of each datagram', async () => {
+    await boot();
+    const s = (await t!.call('POST', '/v1/sockets', { family: 'inet', type: 'dgram' })).body;
+    const bound = (await t!.call('POST', `/v1/sockets/${s.id}/bind`, { address: '127.0.0.1', port: 0 })).body;
+    const c = client(`/v1/sockets/${s.id}/stream`);
+    await c.opened;
+    const peer = dgram.createSocket('udp4');
+    await new Promise<void>((r) => peer.bind(0, '127.0.0.1', () => r()));
+    const from = { address: '127.0.0.1', port: peer.address().port };
+    for (const m of ['one', '', 'three']) await new Promise<void>((r) => peer.send(Buffer.from(m), bound.local.port, '127.0.0.1', () => r()));
+    await until(() => c.events.filter((e) => e.type === 'data').length === 3, 'three datagrams');
+    const data = c.events.filter((e) => e.type === 'data');
+    expect(data.map((e) => [e.data, e.bytes, e.from, e.truncated])).toEqual([
+      ['one', 3, from, false],
+      ['', 0, from, false],
+      ['three', 5, from, false],
+    ]);
+    expect(c.events.some((e) => e.type === 'eof')).toBe(false);
+    peer.close();
   });
 });

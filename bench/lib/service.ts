@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { freePort, ROOT, spawnCommand, spawnNode, waitHttp, waitLine, waitTcp, type Proc } from './procs.js';
+import { freePort, ROOT, sleep, spawnCommand, spawnNode, waitHttp, waitLine, waitTcp, type Proc } from './procs.js';
 
 export const TOKEN = 'bench-token';
 
@@ -68,18 +68,32 @@ export class Service {
     return s;
   }
 
-  /** One API call; a non-2xx answer throws an ApiError. */
+  /**
+   * One API call (set-up and clean-up, not measured); a non-2xx answer throws an ApiError. A 503 with
+   * Retry-After (the service shedding load while its event loop lags) is retried for up to 20 s.
+   */
   async call<T = any>(method: string, path: string, body?: unknown): Promise<T> {
-    const r = await fetch(this.base + path, {
-      method,
-      headers: { authorization: `Bearer ${TOKEN}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      signal: AbortSignal.timeout(60_000),
-    });
-    const text = await r.text();
-    if (!r.ok) throw new ApiError(r.status, text, `${method} ${path}`);
-    return (text ? JSON.parse(text) : undefined) as T;
+    const end = Date.now() + 20_000;
+    for (;;) {
+      const r = await fetch(this.base + path, {
+        method,
+        headers: { authorization: `Bearer ${TOKEN}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+        signal: AbortSignal.timeout(60_000),
+      });
+      const text = await r.text();
+      if (r.status === 503 && r.headers.get('retry-after') && Date.now() < end) {
+        this.overloaded++;
+        await sleep(250);
+        continue;
+      }
+      if (!r.ok) throw new ApiError(r.status, text, `${method} ${path}`);
+      return (text ? JSON.parse(text) : undefined) as T;
+    }
   }
+
+  /** 503 answers (load shedding) that call() retried. */
+  overloaded = 0;
 
   /** A TCP listener on 127.0.0.1, ephemeral port: create, bind, listen. */
   async listener(label = 'bench', backlog = 511): Promise<SocketRef> {

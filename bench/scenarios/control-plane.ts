@@ -30,7 +30,7 @@ export async function labCycle(h: RawHttp): Promise<void> {
 /** Scenario 4: single calls per second vs a bare fastify route with the same body validation (goal >= 0.5x). */
 export async function controlPlane(ctx: Ctx): Promise<ScenarioResult[]> {
   const { service, peer } = ctx;
-  const [rounds, ms] = ctx.quick ? [3, 500] : [5, 2000];
+  const [rounds, ms] = ctx.quick ? [3, 300] : [5, 2000];
   const maxOps = 1_000_000;
   ctx.log(`control plane: ${WORKERS} keep-alive connections, ${rounds} rounds of ${ms} ms per measure`);
   const bare = await startBareFastify();

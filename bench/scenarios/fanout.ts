@@ -2,7 +2,8 @@ import type { WebSocket } from 'ws';
 import { nowMs } from '../lib/clock.js';
 import { alternate, type Ctx } from '../lib/context.js';
 import { IpcChild } from '../lib/ipc-child.js';
-import { cpuSeconds, sleep } from '../lib/procs.js';
+import { cpuSeconds, sleep, within } from '../lib/procs.js';
+import { RawHttp } from '../lib/raw-http.js';
 import { row, type ScenarioResult } from '../lib/report.js';
 import { median, summarize } from '../lib/stats.js';
 import { closeWs, openWs } from '../lib/ws-client.js';
@@ -10,6 +11,8 @@ import { closeWs, openWs } from '../lib/ws-client.js';
 const OBSERVERS = 100;
 const RATE = 10_000;
 const SIZE = 64;
+/** Events the producer may have in flight (sent, not yet at the peer): 100 ms at RATE. */
+const WINDOW = RATE / 10;
 
 interface ObserverStats {
   delivered: number;
@@ -31,25 +34,57 @@ interface Round {
   gapped: number;
   lossy: number;
   closed: number;
+  /** The slowest GET /v1/health during the window (ms): how long the service's event loop was blocked. */
+  healthMax: number;
+}
+
+/** Polls GET /v1/health every 20 ms until stopped; the latencies show the service's event-loop stalls. */
+function healthProbe(port: number): { stop: () => Promise<number[]> } {
+  let running = true;
+  const lat: number[] = [];
+  const done = (async () => {
+    const h = await RawHttp.open(port);
+    try {
+      while (running) {
+        const t = performance.now();
+        await within(30_000, 'health probe', h.request('GET', '/v1/health'));
+        lat.push(performance.now() - t);
+        await sleep(20);
+      }
+    } finally {
+      h.close();
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await done;
+      return lat;
+    },
+  };
 }
 
 /**
- * Sends `count` binary frames of SIZE bytes at RATE per second through the consumer stream (open loop:
- * the offered load does not depend on how fast the service goes): each one is one send(2) in the service
- * and one `sent` event for the observers.
+ * Sends binary frames of SIZE bytes through the consumer stream for `seconds`, at RATE per second but
+ * with at most WINDOW of them not yet arrived at the TCP peer (a producer that keeps 100 ms of lead, as
+ * one respecting backpressure would): each frame is one send(2) in the service and one `sent` event for
+ * the observers. Returns how many were sent.
  */
-async function produce(ws: WebSocket, count: number): Promise<void> {
+async function produce(ctx: Ctx, ws: WebSocket, conn: number, seconds: number): Promise<number> {
   const frame = Buffer.alloc(SIZE, 0x70);
   const start = nowMs();
+  const end = start + seconds * 1000;
   let sent = 0;
-  while (sent < count) {
-    const due = Math.min(count, Math.floor(((nowMs() - start) * RATE) / 1000) + 1);
+  while (nowMs() < end) {
+    const arrived = (await ctx.peer.call<{ bytes: number }>('count', { conn })).bytes / SIZE;
+    const due = Math.min(Math.floor(((nowMs() - start) * RATE) / 1000) + 1, arrived + WINDOW);
     while (sent < due) {
       ws.send(frame, { binary: true });
       sent++;
     }
     await sleep(1);
   }
+  return sent;
 }
 
 /** Waits until the process's CPU time stops growing (the service worked through its backlog), at most 20 s. */
@@ -64,13 +99,9 @@ async function idle(pid: number): Promise<void> {
   }
 }
 
-/**
- * One round: RATE events/s offered for `seconds`; measured over a window that ends when the peer got
- * every event, or at twice the production time (a slowed producer leaves a backlog, which is dropped).
- */
+/** One round: events produced for `seconds`, measured until the last of them reached the peer. */
 async function round(ctx: Ctx, observers: IpcChild | null, seconds: number): Promise<Round> {
   const { service, peer } = ctx;
-  const count = Math.round(RATE * seconds);
   const l = await service.listener();
   const { conn } = await peer.call<{ conn: number }>('connect', { port: l.local!.port });
   const a = await service.accept(l.id);
@@ -78,18 +109,16 @@ async function round(ctx: Ctx, observers: IpcChild | null, seconds: number): Pro
   try {
     if (observers) await observers.call('open', { url: service.eventsUrl(), n: OBSERVERS });
     await sleep(200);
+    const probe = healthProbe(service.port);
     const cpu0 = cpuSeconds(service.pid);
     const t0 = nowMs();
-    await produce(ws, count);
-    const windowEnd = t0 + 2 * seconds * 1000;
-    let got = await peer.call<{ bytes: number; lastMs: number }>('count', { conn });
-    while (got.bytes < count * SIZE && nowMs() < windowEnd) {
-      await sleep(20);
-      got = await peer.call<{ bytes: number; lastMs: number }>('count', { conn });
-    }
+    const sent = await produce(ctx, ws, conn, seconds);
+    const got = await peer.call<{ bytes: number; lastMs: number }>('sink', { conn, bytes: sent * SIZE, timeoutMs: 30_000 }, 35_000);
+    const elapsed = (got.lastMs - t0) / 1000;
     const cpu = cpuSeconds(service.pid) - cpu0;
     const elapsed = ((got.bytes >= count * SIZE ? got.lastMs : nowMs()) - t0) / 1000;
     const stats = observers ? (await observers.call<{ observers: ObserverStats[] }>('stats')).observers : [];
+    const health = await probe.stop();
     const produced = got.bytes / SIZE;
     const delivered = stats.reduce((n, s) => n + s.delivered, 0);
     return {
@@ -102,6 +131,7 @@ async function round(ctx: Ctx, observers: IpcChild | null, seconds: number): Pro
       gapped: stats.filter((s) => !s.closed && s.missed > 0 && s.unaccounted === 0).length,
       lossy: stats.filter((s) => s.unaccounted > 0).length,
       closed: stats.filter((s) => s.closed).length,
+      healthMax: Math.max(...health),
     };
   } finally {
     if (observers) await observers.call('close');
@@ -119,7 +149,7 @@ async function round(ctx: Ctx, observers: IpcChild | null, seconds: number): Pro
  * >= 0.95x its rate without observers).
  */
 export async function fanout(ctx: Ctx): Promise<ScenarioResult[]> {
-  const [rounds, seconds] = ctx.quick ? [2, 1] : [3, 4];
+  const [rounds, seconds] = ctx.quick ? [2, 0.5] : [3, 4];
   ctx.log(`fan-out: ${OBSERVERS} observers, ${RATE} events/s for ${seconds} s, ${rounds} rounds with and without`);
   const observers = await IpcChild.start('observers', 'bench/lib/observers.ts');
   try {
@@ -130,6 +160,7 @@ export async function fanout(ctx: Ctx): Promise<ScenarioResult[]> {
         `  with observers: producer ${Math.round(x.producerRate)}/s, delivered ${Math.round(x.deliveredRate)}/s; observers kept up ${x.keptUp}, got gaps ${x.gapped}, lost events unannounced ${x.lossy}, closed ${x.closed}`,
       );
     ctx.log(`  without: producer ${r.b.map((x) => Math.round(x.producerRate)).join(' ')}/s`);
+    ctx.log(`  slowest /v1/health: with ${r.a.map((x) => x.healthMax.toFixed(0)).join(' ')} ms, without ${r.b.map((x) => x.healthMax.toFixed(0)).join(' ')} ms`);
     // CPU per produced event without observers; what a round with observers spent beyond that, per delivered event
     const perProduced = median(r.b.map((x) => x.cpu / x.produced));
     const name = `6. Fan-out (${OBSERVERS} observers)`;
@@ -138,6 +169,7 @@ export async function fanout(ctx: Ctx): Promise<ScenarioResult[]> {
       row(name, 'producer rate', 'events/s', summarize(r.a.map((x) => x.producerRate)), { name: 'same, no observers', summary: summarize(r.b.map((x) => x.producerRate)) }, true, { min: 0.95 }),
       row(name, 'events delivered to observers', 'events/s', summarize(r.a.map((x) => x.deliveredRate)), { name: `offered (${OBSERVERS} × produced)`, summary: summarize(offered) }, true),
       row(name, 'service CPU per delivered event (beyond the no-observer run)', 'µs', summarize(r.a.map((x) => ((x.cpu - x.produced * perProduced) / Math.max(1, x.delivered)) * 1e6)), null, false),
+      row(name, 'slowest GET /v1/health during the round', 'ms', summarize(r.a.map((x) => x.healthMax)), { name: 'same, no observers', summary: summarize(r.b.map((x) => x.healthMax)) }, false),
       row(name, 'observers that kept up or got gap events', 'observers', summarize(r.a.map((x) => x.keptUp + x.gapped)), { name: 'all observers', summary: summarize(r.a.map(() => OBSERVERS)) }, true, { min: 1 }),
     ];
   } finally {

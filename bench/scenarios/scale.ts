@@ -102,9 +102,8 @@ export async function scale(ctx: Ctx): Promise<ScenarioResult[]> {
     Service.start({ name: 'sockctl-small', env, nofile: NOFILE }),
   ]);
   try {
-    const b = await buildUp(big, pairs, inspect);
-    const { probe: smallProbe } = await buildUp(small, SMALL_PAIRS);
-    const netPerSocket = await netBaseline(pairs);
+    // RSS readings do not depend on timing: the three build-ups run at once
+    const [b, { probe: smallProbe }, netPerSocket] = await Promise.all([buildUp(big, pairs, inspect), buildUp(small, SMALL_PAIRS), netBaseline(pairs)]);
     ctx.log(`  RSS per socket: sockctl ${(b.perSocket / 1000).toFixed(2)} KB, net ${(netPerSocket / 1000).toFixed(2)} KB`);
     const hb = await RawHttp.open(big.port, TOKEN);
     const hs = await RawHttp.open(small.port, TOKEN);

@@ -321,12 +321,12 @@ export class ManagedSocket {
         out.truncated = r.truncated;
       }
     }
-    if (!opts.peek) this.received(out.data, out.eof);
+    if (!opts.peek) this.received(out.data, out.eof, out.from, out.truncated);
     return out;
   }
 
   /** Counts what a read took and reports it: one `data` event (bytes attached for observers), or `eof`. */
-  private received(data: Buffer, eof: boolean): void {
+  private received(data: Buffer, eof: boolean, from?: Received['from'], truncated?: boolean): void {
     if (eof) {
       this.ctx.events.emit(this.id, 'eof', { offset: this.stats.bytesReceived });
       return;
@@ -334,7 +334,9 @@ export class ManagedSocket {
     const offset = this.stats.bytesReceived;
     this.stats.bytesReceived += data.length;
     this.stats.messagesReceived += 1;
-    this.ctx.events.emit(this.id, 'data', { offset, bytes: data.length }, data);
+    // a datagram's event says who sent it (and whether it was cut)
+    const extra = from === undefined ? {} : { from, truncated: truncated ?? false };
+    this.ctx.events.emit(this.id, 'data', { offset, bytes: data.length, ...extra }, data);
   }
 
   /**
@@ -355,7 +357,8 @@ export class ManagedSocket {
         throw this.fail(e, 'recv');
       }
       const eof = r.length === 0 && (this.stream || this.type === 'SOCK_SEQPACKET');
-      this.received(r.data, eof);
+      if (this.stream) this.received(r.data, eof);
+      else this.received(r.data, eof, r.from ? nullIfUnnamed(r.from) : null, r.truncated);
       if (eof) return 'eof';
       taken += r.data.length;
       if (this.stream && r.data.length < chunkBytes) return 'blocked'; // a short read: the queue is empty
