@@ -8,6 +8,7 @@ import { ROOT, sleep, spawnNode, waitLine } from './lib/procs.js';
 import { RawHttp, rate } from './lib/raw-http.js';
 import { Service, TOKEN } from './lib/service.js';
 import { labCycle, WORKERS } from './scenarios/control-plane.js';
+import { round as fanoutRound } from './scenarios/fanout.js';
 import { relaySides, sockctlSide } from './lib/sides.js';
 import { transfer, type Transfer } from './scenarios/throughput.js';
 
@@ -95,6 +96,35 @@ export async function profileLabCycle(log: (msg: string) => void, quick: boolean
   const file = mainThreadProfile(svcDir);
   const text = [`=== sockctl: lab cycles over ${WORKERS} keep-alive connections for ${ms} ms: ${cycles.toFixed(0)} cycles/s`, `profile: ${file}`, formatProfile(summarizeProfile(file, window)), ''].join('\n');
   const report = join(dir, `lab-cycle-${stamp}.txt`);
+  writeFileSync(report, text);
+  process.stdout.write(`\n${text}\n`);
+  log(`wrote ${report}`);
+}
+
+/** `npm run bench -- --profile-fanout`: one fan-out round (scenario 6) with the service under `--cpu-prof`. */
+export async function profileFanout(log: (msg: string) => void, quick: boolean): Promise<void> {
+  const { dir, stamp } = profilesDir();
+  const svcDir = join(dir, `sockctl-fanout-${stamp}`);
+  const service = await Service.start({ nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${svcDir}`] });
+  const peer = await IpcChild.start('peer', 'bench/lib/peer.ts');
+  const observers = await IpcChild.start('observers', 'bench/lib/observers.ts');
+  const ctx: Ctx = { quick, service, relay: { proc: peer.proc, port: 0 }, websockify: null, peer, log, notes: [] };
+  const seconds = quick ? 1 : 3;
+  let window = { fromMs: 0, toMs: 0 };
+  let summary = '';
+  try {
+    await fanoutRound(ctx, null, 0.3);
+    window = { fromMs: nowMs(), toMs: 0 };
+    const r = await fanoutRound(ctx, observers, seconds);
+    window.toMs = nowMs();
+    summary = `producer ${r.producerRate.toFixed(0)} events/s, ${r.deliveredRate.toFixed(0)} deliveries/s to 100 observers, slowest /v1/health ${r.healthMax.toFixed(0)} ms`;
+  } finally {
+    await Promise.allSettled([service.stop(), peer.stop(), observers.stop()]);
+  }
+  await sleep(200);
+  const file = mainThreadProfile(svcDir);
+  const text = [`=== sockctl: fan-out round of ${seconds} s: ${summary}`, `profile: ${file}`, formatProfile(summarizeProfile(file, window)), ''].join('\n');
+  const report = join(dir, `fanout-${stamp}.txt`);
   writeFileSync(report, text);
   process.stdout.write(`\n${text}\n`);
   log(`wrote ${report}`);

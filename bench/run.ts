@@ -8,12 +8,13 @@
  *   --service-dir=PATH      benchmark another checkout of sockctl (built), e.g. an older commit
  *   --profile               TCP → WebSocket with the service and the relay under --cpu-prof, analysed
  *   --profile-cycle         the control plane's lab cycle under --cpu-prof, analysed
+ *   --profile-fanout        a fan-out round (100 observers) under --cpu-prof, analysed
  */
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type Ctx, type Scenario } from './lib/context.js';
 import { IpcChild } from './lib/ipc-child.js';
-import { profileLabCycle, profileTcpToWs } from './profile.js';
+import { profileFanout, profileLabCycle, profileTcpToWs } from './profile.js';
 import { killAll, machineCpu } from './lib/procs.js';
 import { machine, table, writeResults, type ScenarioResult } from './lib/report.js';
 import { Service, setServiceDir, startRelay, startWebsockify } from './lib/service.js';
@@ -30,6 +31,7 @@ const { values } = parseArgs({
     'service-dir': { type: 'string' },
     profile: { type: 'boolean', default: false },
     'profile-cycle': { type: 'boolean', default: false },
+    'profile-fanout': { type: 'boolean', default: false },
   },
 });
 
@@ -58,6 +60,7 @@ async function main(): Promise<void> {
   }, limitMs).unref();
   if (values.profile) return profileTcpToWs(log, quick);
   if (values['profile-cycle']) return profileLabCycle(log, quick);
+  if (values['profile-fanout']) return profileFanout(log, quick);
   const [service, relay, peer] = await Promise.all([
     Service.start({ env: { SOCKCTL_MAX_SOCKETS: '2000' } }),
     startRelay(),

@@ -18,6 +18,7 @@ import { installSwagger } from './plugins/swagger.js';
 import { installValidators } from './plugins/validation.js';
 import { installWebsocket } from './plugins/websocket.js';
 import { Registry } from './sockets/registry.js';
+import { KernelMonitor } from './sockets/kernel-monitor.js';
 import { Access } from './policy/access.js';
 import { AddressPolicy, defaultRules } from './policy/address-policy.js';
 import { Users } from './policy/users.js';
@@ -30,6 +31,7 @@ declare module 'fastify' {
     config: Config;
     users: Users;
     policy: AddressPolicy;
+    kernelMonitor: KernelMonitor;
   }
 }
 
@@ -85,7 +87,16 @@ export async function buildApp(
   app.decorate('registry', registry);
   app.decorate('events', events);
   app.decorate('config', config);
-  app.addHook('onClose', async () => registry.closeAll('service shutting down'));
+  const monitor = new KernelMonitor(events, () => registry.all(), {
+    intervalMs: config.kernelSampleMs,
+    maxSockets: 2000,
+    afterCloseMs: 120_000,
+  });
+  app.decorate('kernelMonitor', monitor);
+  app.addHook('onClose', async () => {
+    monitor.stop();
+    registry.closeAll('service shutting down');
+  });
 
   for (const schema of sharedSchemas) app.addSchema(schema);
   installValidators(app, sharedSchemas);

@@ -73,6 +73,8 @@ export const ConfigSchema = Type.Object({
   observerQueue: Type.Integer({ minimum: 1, default: 10_000, env: 'SOCKCTL_OBSERVER_QUEUE' }),
   /** Observers (WebSocket + SSE) at once. */
   maxObservers: Type.Integer({ minimum: 1, default: 256, env: 'SOCKCTL_MAX_OBSERVERS' }),
+  /** How often TCP kernel states and accept queues are sampled for `tcp`/`pending` events (only while someone subscribes). */
+  kernelSampleMs: Type.Integer({ minimum: 20, default: 250, env: 'SOCKCTL_KERNEL_SAMPLE_MS' }),
   logLevel: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
     default: 'info',
     env: 'SOCKCTL_LOG_LEVEL',

@@ -7,8 +7,7 @@ import { mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'no
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import ipaddr from 'ipaddr.js';
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { SockctlError } from '../src/errors.js';
 import { native, type SockAddr } from '../src/io/native.js';
 import { AddressPolicy, defaultRules, type PolicyOp } from '../src/policy/address-policy.js';
@@ -32,46 +31,52 @@ interface Syscall {
   fd: number;
   sa?: SockAddr | null;
 }
-const syscalls: Syscall[] = [];
 
-/** Loopback (or the unspecified address, for a bind), judged independently of the service's policy code. */
-function local(sa: SockAddr, op: Syscall['syscall']): boolean {
-  if ('path' in sa) return true;
-  let a: ipaddr.IPv4 | ipaddr.IPv6 = ipaddr.parse(sa.address);
-  if (a.kind() === 'ipv6' && (a as ipaddr.IPv6).isIPv4MappedAddress()) a = (a as ipaddr.IPv6).toIPv4Address();
-  return a.range() === 'loopback' || (op === 'bind' && a.range() === 'unspecified');
-}
+// The addon's exports are read-only, so the guard replaces the module that hands them to the service:
+// every src/ import of io/native.js gets a copy whose bind, connect, send (with an address) and listen
+// record the call and refuse a destination off this host before the kernel sees it.
+const guard = vi.hoisted(() => ({ syscalls: [] as Syscall[] }));
+const syscalls = guard.syscalls;
 
-function refuse(syscall: string): never {
-  throw Object.assign(new Error(`${syscall}: test guard refused a non-loopback address`), { code: 'EACCES', errno: 13, syscall });
-}
-
-beforeAll(() => {
-  const { bind, connect, send, listen } = native;
-  vi.spyOn(native, 'bind').mockImplementation((fd, sa) => {
-    syscalls.push({ syscall: 'bind', fd, sa });
-    if (!local(sa, 'bind')) refuse('bind');
-    return bind.call(native, fd, sa);
-  });
-  vi.spyOn(native, 'connect').mockImplementation((fd, sa) => {
-    syscalls.push({ syscall: 'connect', fd, sa });
-    if (!local(sa, 'connect')) refuse('connect');
-    return connect.call(native, fd, sa);
-  });
-  vi.spyOn(native, 'send').mockImplementation((fd, data, flags, to) => {
-    if (to) {
-      syscalls.push({ syscall: 'sendto', fd, sa: to });
-      if (!local(to, 'sendto')) refuse('sendto');
-    }
-    return send.call(native, fd, data, flags, to);
-  });
-  vi.spyOn(native, 'listen').mockImplementation((fd, backlog) => {
-    syscalls.push({ syscall: 'listen', fd });
-    return listen.call(native, fd, backlog);
-  });
-});
-afterAll(() => {
-  vi.restoreAllMocks();
+vi.mock('../src/io/native.js', async (importOriginal) => {
+  const original = await importOriginal<typeof import('../src/io/native.js')>();
+  const ipaddr = (await import('ipaddr.js')).default;
+  const n = original.native;
+  /** Loopback (or the unspecified address, for a bind), judged independently of the service's policy code. */
+  const local = (sa: SockAddr, op: string) => {
+    if ('path' in sa) return true;
+    let a: import('ipaddr.js').IPv4 | import('ipaddr.js').IPv6 = ipaddr.parse(sa.address);
+    if (a.kind() === 'ipv6' && (a as import('ipaddr.js').IPv6).isIPv4MappedAddress()) a = (a as import('ipaddr.js').IPv6).toIPv4Address();
+    return a.range() === 'loopback' || (op === 'bind' && a.range() === 'unspecified');
+  };
+  const refuse = (syscall: string): never => {
+    throw Object.assign(new Error(`${syscall}: test guard refused a non-loopback address`), { code: 'EACCES', errno: 13, syscall });
+  };
+  const native = {
+    ...n,
+    bind(fd: number, sa: SockAddr) {
+      guard.syscalls.push({ syscall: 'bind', fd, sa });
+      if (!local(sa, 'bind')) refuse('bind');
+      return n.bind(fd, sa);
+    },
+    connect(fd: number, sa: SockAddr) {
+      guard.syscalls.push({ syscall: 'connect', fd, sa });
+      if (!local(sa, 'connect')) refuse('connect');
+      return n.connect(fd, sa);
+    },
+    send(fd: number, data: Uint8Array, flags: number, to?: SockAddr | null) {
+      if (to) {
+        guard.syscalls.push({ syscall: 'sendto', fd, sa: to });
+        if (!local(to, 'sendto')) refuse('sendto');
+      }
+      return n.send(fd, data, flags, to);
+    },
+    listen(fd: number, backlog: number) {
+      guard.syscalls.push({ syscall: 'listen', fd });
+      return n.listen(fd, backlog);
+    },
+  } as typeof n;
+  return { ...original, native };
 });
 
 const syscallsOn = (fd: number) => syscalls.filter((s) => s.fd === fd);

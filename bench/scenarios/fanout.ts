@@ -100,7 +100,7 @@ async function idle(pid: number): Promise<void> {
 }
 
 /** One round: events produced for `seconds`, measured until the last of them reached the peer. */
-async function round(ctx: Ctx, observers: IpcChild | null, seconds: number): Promise<Round> {
+export async function round(ctx: Ctx, observers: IpcChild | null, seconds: number): Promise<Round> {
   const { service, peer } = ctx;
   const l = await service.listener();
   const { conn } = await peer.call<{ conn: number }>('connect', { port: l.local!.port });
@@ -116,8 +116,13 @@ async function round(ctx: Ctx, observers: IpcChild | null, seconds: number): Pro
     const got = await peer.call<{ bytes: number; lastMs: number }>('sink', { conn, bytes: sent * SIZE, timeoutMs: 30_000 }, 35_000);
     const elapsed = (got.lastMs - t0) / 1000;
     const cpu = cpuSeconds(service.pid) - cpu0;
-    const elapsed = ((got.bytes >= count * SIZE ? got.lastMs : nowMs()) - t0) / 1000;
-    const stats = observers ? (await observers.call<{ observers: ObserverStats[] }>('stats')).observers : [];
+    // what the service wrote to the observers by then, once they have read it (quiet for 200 ms, at most 5 s)
+    let stats: ObserverStats[] = [];
+    for (const limit = nowMs() + 5000; observers; ) {
+      stats = (await observers.call<{ observers: ObserverStats[] }>('stats')).observers;
+      if (nowMs() - Math.max(...stats.map((x) => x.lastMs)) > 200 || nowMs() > limit) break;
+      await sleep(50);
+    }
     const health = await probe.stop();
     const produced = got.bytes / SIZE;
     const delivered = stats.reduce((n, s) => n + s.delivered, 0);

@@ -1,9 +1,11 @@
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import ipaddr from 'ipaddr.js';
 import { Value } from 'typebox/value';
 import { PolicyFile, type OpRule, type Rules } from '../../schemas/policy.js';
 import { errors } from '../errors.js';
 import type { SockAddr } from '../io/native.js';
+import { ipv6Bytes } from '../sockets/addresses.js';
 import type { User } from './users.js';
 
 export type PolicyOp = 'bind' | 'connect' | 'sendto';
@@ -57,7 +59,14 @@ export class AddressPolicy {
       const first = [...Value.Errors(PolicyFile, parsed)][0];
       throw new Error(`${this.path}: ${first?.instancePath ?? ''} ${first?.message ?? 'invalid'}`);
     }
-    for (const rules of allRules(parsed)) for (const op of ['bind', 'connect', 'sendto'] as const) validateCidrs(rules[op]);
+    for (const [name, rules] of allRules(parsed))
+      for (const op of ['bind', 'connect', 'sendto'] as const) {
+        try {
+          validateRule(rules[op]);
+        } catch (e) {
+          throw new Error(`${this.path}: ${name}.${op}: ${(e as Error).message}`);
+        }
+      }
     this.file = parsed;
   }
 
@@ -68,7 +77,8 @@ export class AddressPolicy {
     const rule = rules[op];
     const where = `${source[op]}.${op}`;
     if (!rule) return { allowed: false, rule: where, reason: `no ${op} rule` };
-    let addr = ipaddr.parse(sa.address);
+    if (isIP(sa.address) === 0) return { allowed: false, rule: where, reason: `'${sa.address}' is not a numeric address` };
+    let addr = parseLiteral(sa.address);
     if (addr.kind() === 'ipv6' && (addr as ipaddr.IPv6).isIPv4MappedAddress()) addr = (addr as ipaddr.IPv6).toIPv4Address();
     const shown = addr.toString();
     for (const [i, cidr] of (rule.deny ?? []).entries())
@@ -125,24 +135,53 @@ export class AddressPolicy {
   }
 }
 
-function allRules(f: PolicyFile): Rules[] {
-  return [f.default, f.roles?.admin, f.roles?.user, ...Object.values(f.users ?? {})].filter((r): r is Rules => !!r);
+function allRules(f: PolicyFile): [string, Rules][] {
+  const out: [string, Rules | undefined][] = [
+    ['default', f.default],
+    ['roles.admin', f.roles?.admin],
+    ['roles.user', f.roles?.user],
+    ...Object.entries(f.users ?? {}).map(([name, r]): [string, Rules] => [`users.${name}`, r]),
+  ];
+  return out.filter((e): e is [string, Rules] => !!e[1]);
 }
 
-function validateCidrs(rule: OpRule | undefined): void {
-  for (const cidr of [...(rule?.allow ?? []), ...(rule?.deny ?? [])]) ipaddr.parseCIDR(cidr); // throws on a bad one
+/**
+ * An address literal as the kernel reads it (inet_pton). Not `ipaddr.parse`: ipaddr.js reads the
+ * IPv4-compatible "::a.b.c.d" as the IPv4-mapped "::ffff:a.b.c.d", so "::127.0.0.1" would pass for
+ * loopback while the kernel sends it to ::7f00:1 along the IPv6 routes.
+ */
+function parseLiteral(address: string): ipaddr.IPv4 | ipaddr.IPv6 {
+  return address.includes(':') ? ipaddr.fromByteArray([...ipv6Bytes(address)]) : ipaddr.IPv4.parse(address);
+}
+
+/** "a.b.c.d/n" or "x::y/n" with a numeric address inet_pton takes and a prefix length that fits it. */
+function parseCidr(cidr: string): [ipaddr.IPv4 | ipaddr.IPv6, number] {
+  const slash = cidr.lastIndexOf('/');
+  const address = slash < 0 ? '' : cidr.slice(0, slash);
+  const bits = slash < 0 ? NaN : Number(cidr.slice(slash + 1));
+  const version = isIP(address);
+  if (version === 0 || !/^\d{1,3}$/.test(cidr.slice(slash + 1)) || bits > (version === 4 ? 32 : 128))
+    throw new Error(`'${cidr}' is not a CIDR range (address/prefix-length, e.g. 127.0.0.0/8 or ::1/128)`);
+  return [parseLiteral(address), bits];
+}
+
+function validateRule(rule: OpRule | undefined): void {
+  for (const cidr of [...(rule?.allow ?? []), ...(rule?.deny ?? [])]) parseCidr(cidr); // throws on a bad one
+  for (const range of rule?.ports ?? []) {
+    const [lo, hi = lo] = range.split('-').map(Number);
+    if (!(lo! <= hi! && hi! <= 65535)) throw new Error(`'${range}' is not a port range (0-65535, low-high)`);
+  }
 }
 
 function matches(addr: ipaddr.IPv4 | ipaddr.IPv6, cidr: string): boolean {
-  const [range, bits] = ipaddr.parseCIDR(cidr);
-  let a = addr;
+  const [range, bits] = parseCidr(cidr);
   let r = range;
   // an IPv4 rule also covers the IPv4-mapped spelling of its addresses (and the reverse)
-  if (a.kind() !== r.kind()) {
-    if (r.kind() === 'ipv6' && (r as ipaddr.IPv6).isIPv4MappedAddress()) r = (r as ipaddr.IPv6).toIPv4Address();
+  if (addr.kind() !== r.kind()) {
+    if (r.kind() === 'ipv6' && (r as ipaddr.IPv6).isIPv4MappedAddress() && bits >= 96) r = (r as ipaddr.IPv6).toIPv4Address();
     else return false;
   }
-  return a.match(r, r.kind() === range.kind() ? bits : bits - 96);
+  return addr.match(r, r.kind() === range.kind() ? bits : bits - 96);
 }
 
 function inPortRange(port: number, range: string): boolean {

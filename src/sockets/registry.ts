@@ -127,6 +127,11 @@ export class Registry {
     return s;
   }
 
+  /** Every socket held, open or retained after close, oldest first. */
+  all(): Iterable<ManagedSocket> {
+    return this.sockets.values();
+  }
+
   /** The socket with this id, if the registry still holds it (no ownership check: internal use). */
   find(id: string): ManagedSocket | undefined {
     return this.sockets.get(id);

@@ -1,0 +1,54 @@
+// What only the kernel knows becomes events while someone listens: a listener's accept queue (`pending`)
+// and each TCP state the kernel moves a connection through (`tcp`), after close too (TIME_WAIT).
+import { afterEach, describe, expect, it } from 'vitest';
+import type { SockEvent } from '../src/events/event-log.js';
+import { startApp, until, type TestApp } from './helpers.js';
+
+let t: TestApp | undefined;
+afterEach(async () => {
+  await t?.close();
+  t = undefined;
+});
+
+describe('kernel events', () => {
+  it('reports accept-queue changes and the TCP states of an active close', async () => {
+    t = await startApp({ kernelSampleMs: 30 });
+    const seen: SockEvent[] = [];
+    const stop = t.app.events.subscribe((e) => seen.push(e));
+    const post = async (path: string, body: unknown = {}) => (await t!.call('POST', path, body)).body;
+    const l = await post('/v1/sockets', { family: 'inet', type: 'stream' });
+    await post(`/v1/sockets/${l.id}/bind`, { address: '127.0.0.1', port: 0 });
+    const listening = await post(`/v1/sockets/${l.id}/listen`, { backlog: 4 });
+    t.app.kernelMonitor.tick(); // the baseline: an empty queue
+    const c = await post('/v1/sockets', { family: 'inet', type: 'stream' });
+    await post(`/v1/sockets/${c.id}/connect`, { address: '127.0.0.1', port: listening.local.port });
+    const ofType = (id: string, type: string) => seen.filter((e) => e.socket === id && e.type === type);
+    await until(() => ofType(l.id, 'pending').some((e) => e.pending === 1), 'pending 1');
+    const a = await post(`/v1/sockets/${l.id}/accept`, { timeoutMs: 1000 });
+    await until(() => ofType(l.id, 'pending').some((e) => e.pending === 0), 'pending 0');
+
+    // the client closes first: FIN_WAIT2 once the peer acked, then TIME_WAIT after the peer's FIN
+    await post(`/v1/sockets/${c.id}/shutdown`, { how: 'SHUT_WR' });
+    await until(() => ofType(c.id, 'tcp').some((e) => e.state === 'FIN_WAIT2'), 'FIN_WAIT2');
+    await until(() => ofType(a.id, 'tcp').some((e) => e.state === 'CLOSE_WAIT'), 'CLOSE_WAIT');
+    await t.call('DELETE', `/v1/sockets/${a.id}`);
+    await until(() => ofType(c.id, 'tcp').some((e) => e.state === 'TIME_WAIT'), 'TIME_WAIT');
+    await t.call('DELETE', `/v1/sockets/${c.id}`);
+    const states = ofType(c.id, 'tcp').map((e) => e.state);
+    expect(states.indexOf('FIN_WAIT2')).toBeLessThan(states.indexOf('TIME_WAIT'));
+    for (const e of ofType(c.id, 'tcp')) expect(e.previous).not.toBe(e.state);
+    stop();
+  });
+
+  it('samples nothing while nobody subscribes', async () => {
+    t = await startApp({ kernelSampleMs: 20 });
+    const before = t.app.events.headSeq;
+    const l = (await t.call('POST', '/v1/sockets', { family: 'inet', type: 'stream' })).body;
+    await t.call('POST', `/v1/sockets/${l.id}/bind`, { address: '127.0.0.1', port: 0 });
+    await t.call('POST', `/v1/sockets/${l.id}/listen`, {});
+    const after = t.app.events.headSeq;
+    await new Promise((r) => setTimeout(r, 100));
+    expect(t.app.events.headSeq).toBe(after);
+    expect(after - before).toBe(3); // created, state bound, state listening: no tcp/pending
+  });
+});
