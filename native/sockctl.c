@@ -61,10 +61,9 @@ static void napi_failed(napi_env env, const char *expr) {
 /* In a napi callback: return undefined if a check failed (it has thrown). */
 #define REQUIRE(ok) do { if (!(ok)) return NULL; } while (0)
 
-/* Throws Error("<syscall>: <text>") with code, errno and syscall properties. Returns false. */
-static bool throw_error(napi_env env, const char *code, int err, const char *syscall, const char *text) {
+/* Error("<syscall>: <text>") with code, errno and syscall properties, or NULL if a napi call failed. */
+static napi_value make_error(napi_env env, const char *code, int err, const char *syscall, const char *text) {
     napi_value jcode, jmsg, jerr, jerrno, jsys;
-    bool pending = false;
     char msg[512];
     snprintf(msg, sizeof msg, "%s: %s", syscall, text);
     if (napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &jcode) == napi_ok &&
@@ -73,13 +72,31 @@ static bool throw_error(napi_env env, const char *code, int err, const char *sys
         napi_set_named_property(env, jerr, "errno", jerrno) == napi_ok &&
         napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &jsys) == napi_ok &&
         napi_set_named_property(env, jerr, "syscall", jsys) == napi_ok)
+        return jerr;
+    return NULL;
+}
+
+/* Throws Error("<syscall>: <text>") with code, errno and syscall properties. Returns false. */
+static bool throw_error(napi_env env, const char *code, int err, const char *syscall, const char *text) {
+    bool pending = false;
+    napi_value jerr = make_error(env, code, err, syscall, text);
+    if (jerr != NULL)
         napi_throw(env, jerr);
-    else if (napi_is_exception_pending(env, &pending) != napi_ok || !pending)
+    else if (napi_is_exception_pending(env, &pending) != napi_ok || !pending) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s: %s", syscall, text);
         napi_throw_error(env, code, msg);
+    }
     return false;
 }
 
-/* strerrorname_np / strerrordesc_np (glibc >= 2.32) are thread-safe and locale-independent. */
+/* The Error of a failed syscall (errno name as code), not thrown; NULL if a napi call failed.
+ * strerrorname_np / strerrordesc_np (glibc >= 2.32) are thread-safe and locale-independent. */
+static napi_value errno_error(napi_env env, const char *syscall, int err) {
+    const char *name = strerrorname_np(err), *desc = strerrordesc_np(err);
+    return make_error(env, name ? name : "UNKNOWN", err, syscall, desc ? desc : "Unknown error");
+}
+
 static bool throw_errno(napi_env env, const char *syscall, int err) {
     const char *name = strerrorname_np(err), *desc = strerrordesc_np(err);
     return throw_error(env, name ? name : "UNKNOWN", err, syscall, desc ? desc : "Unknown error");
@@ -352,6 +369,29 @@ typedef struct {
  * libuv references a poller's memory until its uv_close callback has run, and the JS wrapper until
  * its finalizer has run: the memory is freed when both are done (uv_closed && js_gone).
  */
+/*
+ * The reading mode of a Poller (DESIGN.md section 1, the streaming data path): a fixed pool of `nslots`
+ * slots of `slot_bytes` in one ArrayBuffer, allocated once. While reading is on, not paused, not at EOF or
+ * error and a slot is free, the poll stays armed for readable; each readable event reads (one recvmsg over
+ * up to `budget` bytes of free slots, again while it fills them all) until EAGAIN, a short read, `budget`
+ * bytes or no free slot, then makes one callback with the slots filled. JS owns a filled slot until it
+ * releases it (after the write that uses it completed); the pool's memory lives as long as the ArrayBuffer,
+ * so a view JS still holds after the reader stopped stays valid.
+ */
+typedef struct {
+    napi_ref cb;          /* onRead(slots, lengths, eof, error) */
+    napi_ref pool;        /* the ArrayBuffer over the slots: a strong reference while reading */
+    char *base;           /* its memory */
+    size_t slot_bytes, budget;
+    uint32_t nslots, nfree;
+    uint32_t *free;       /* a stack of free slot indices (the last released is reused first: warm) */
+    uint8_t *held;        /* held[i]: slot i is JS's until release(i) */
+    uint32_t *out_slot;   /* one event's filled slots and lengths, handed to the callback */
+    uint32_t *out_len;
+    bool paused;          /* pauseReading(), or an error until resumeReading() */
+    bool eof;             /* recvmsg returned 0: final */
+} reader_t;
+
 struct poller {
     uv_poll_t handle;        /* handle.data == this */
     napi_env env;
@@ -359,6 +399,10 @@ struct poller {
     napi_ref cb;             /* the JS callback: a strong reference while open */
     napi_async_context actx; /* for napi_make_callback */
     int fd;
+    int js_events;           /* what start() asked for: one-shot, cleared when it fires */
+    int armed;               /* the events the uv_poll is started with now (0: stopped) */
+    reader_t *reader;        /* reading mode, or NULL */
+    uint64_t wakeups, reads, empty_reads, read_callbacks; /* stats() */
     bool open;               /* uv_close not called yet */
     bool uv_closed;          /* the uv_close callback has run */
     bool js_gone;            /* the wrapper was finalized (or never came to be) */

@@ -26,6 +26,8 @@ export const ConfigSchema = Type.Object({
   userObservers: Type.Integer({ minimum: 0, default: 16, env: 'SOCKCTL_USER_OBSERVERS' }),
   /** HTTP requests per user per minute (429 beyond). */
   rateLimitPerMinute: Type.Integer({ minimum: 1, default: 60_000, env: 'SOCKCTL_RATE_LIMIT_PER_MINUTE' }),
+  /** Shed load (503 SOCKCTL_OVERLOADED) when the event loop lags more than this (0 = never). */
+  maxEventLoopDelayMs: Type.Integer({ minimum: 0, default: 2000, env: 'SOCKCTL_MAX_EVENT_LOOP_DELAY_MS' }),
   /** A socket with no operation for this long is closed (0 = never). */
   idleTimeoutMs: Type.Integer({ minimum: 0, default: 0, env: 'SOCKCTL_IDLE_TIMEOUT_MS' }),
   /** A socket older than this is closed (0 = never). */

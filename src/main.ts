@@ -17,7 +17,13 @@ async function main(): Promise<void> {
     if (closing) return;
     closing = true;
     app.log.info({ signal }, 'shutting down: closing every socket');
-    const timer = setTimeout(() => process.exit(1), 10_000).unref();
+    // if the HTTP side hangs, still release every socket and path before giving up
+    const timer = setTimeout(() => {
+      app.log.error('shutdown took over 10 s: closing sockets directly');
+      app.registry.closeAll('service shutting down');
+      if (ownUnixDir) rmSync(config.unixDir, { recursive: true, force: true });
+      process.exit(1);
+    }, 10_000).unref();
     await app.close();
     if (ownUnixDir) rmSync(config.unixDir, { recursive: true, force: true });
     clearTimeout(timer);

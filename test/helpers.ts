@@ -42,7 +42,7 @@ export async function startApp(overrides: Partial<Config> = {}, files: { policy?
     extra.tokensFile = join(unixDir, 'tokens.json');
     writeFileSync(extra.tokensFile, JSON.stringify(files.tokens));
   }
-  const app = await buildApp(loadConfig({}, { token: TOKEN, unixDir, maxWaitMs: 5000, ...extra, ...overrides }), { logger: false });
+  const app = await buildApp(loadConfig({}, { token: TOKEN, unixDir, maxWaitMs: 5000, maxEventLoopDelayMs: 0, ...extra, ...overrides }), { logger: false });
   await app.ready();
   return {
     app,

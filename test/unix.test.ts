@@ -1,10 +1,11 @@
 // AF_UNIX over the HTTP API on real sockets: stream, dgram and seqpacket; paths resolved in the service's
 // Unix dir and unlinked at close; each errno from the step that causes it; socketpair; interop with
 // socat and python3 (the programs of a socket lab); no fd leak.
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { fdCount, startApp, until, type Reply, type TestApp } from './helpers.js';
 
@@ -172,7 +173,8 @@ describe('AF_UNIX errors', () => {
 
   it('connect to a stale socket file (its owner exited without unlink) is 502 ECONNREFUSED', async () => {
     const stale = join(t.unixDir, 'stale.sock');
-    execFileSync('python3', ['-c', 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])', stale]);
+    // not execFileSync: the app runs in this process, and its event loop must keep turning
+    await promisify(execFile)('python3', ['-c', 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])', stale]);
     expect(existsSync(stale)).toBe(true);
     const c = await create('stream');
     expectErrno(await post(c, 'connect', { path: 'stale.sock' }), 502, 'ECONNREFUSED', 'connect');
@@ -535,6 +537,6 @@ describe('fd hygiene', () => {
     expect(fdCount()).toBe(before);
     expect(t.app.registry.size.open).toBe(0);
     // every path the service bound is gone; nothing else was created in the dir
-    expect(execFileSync('ls', ['-A', t.unixDir]).toString()).toBe('');
+    expect(readdirSync(t.unixDir)).toEqual([]);
   });
 });

@@ -55,8 +55,9 @@ export async function installHardening(app: FastifyInstance, config: Config): Pr
       new SockctlError(429, 'SOCKCTL_RATE_LIMITED', `rate limit of ${context.max} requests per minute reached; retry in ${context.after}`),
   });
 
+  if (config.maxEventLoopDelayMs === 0) return;
   await app.register(underPressure, {
-    maxEventLoopDelay: 2000,
+    maxEventLoopDelay: config.maxEventLoopDelayMs,
     exposeStatusRoute: false,
     pressureHandler: (_request, reply, type, value) => {
       reply.header('retry-after', '1');
