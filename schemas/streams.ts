@@ -68,6 +68,7 @@ export const StreamEvent = Type.Union(
     Type.Object({ ...base, type: Type.Literal('closed'), reason: Type.String(), reset: Type.Boolean() }),
     Type.Object({ ...base, type: Type.Literal('gap'), missed: Type.Integer() }),
     Type.Object({ ...base, type: Type.Literal('tcp'), state: Type.String(), previous: Type.Union([Type.String(), Type.Null()]) }),
+    Type.Object({ ...base, type: Type.Literal('dropped'), dropped: Type.Integer(), total: Type.Integer() }),
     Type.Object({ ...base, type: Type.Literal('pending'), pending: Type.Integer(), backlog: Type.Union([Type.Integer(), Type.Null()]) }),
   ],
   { $id: 'StreamEvent' },

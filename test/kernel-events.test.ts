@@ -40,6 +40,22 @@ describe('kernel events', () => {
     stop();
   });
 
+  it('reports datagrams the kernel dropped', async () => {
+    t = await startApp({ kernelSampleMs: 1000 });
+    const seen: SockEvent[] = [];
+    const stop = t.app.events.subscribe((e) => seen.push(e));
+    const s = (await t.call('POST', '/v1/sockets', { family: 'inet', type: 'dgram', options: { SO_RCVBUF: 1 } })).body;
+    const b = (await t.call('POST', `/v1/sockets/${s.id}/bind`, { address: '127.0.0.1', port: 0 })).body;
+    const tx = (await t.call('POST', '/v1/sockets', { family: 'inet', type: 'dgram' })).body;
+    t.app.kernelMonitor.tick(); // baseline: no drops
+    for (let i = 0; i < 50; i++) await t.call('POST', `/v1/sockets/${tx.id}/send`, { data: 'x'.repeat(500), to: b.local });
+    const total = (await t.call('GET', `/v1/sockets/${s.id}`)).body.kernel.drops;
+    expect(total).toBeGreaterThan(0);
+    t.app.kernelMonitor.tick();
+    expect(seen.filter((e) => e.type === 'dropped' && e.socket === s.id).map((e) => [e.dropped, e.total])).toEqual([[total, total]]);
+    stop();
+  });
+
   it('samples nothing while nobody subscribes', async () => {
     t = await startApp({ kernelSampleMs: 20 });
     const before = t.app.events.headSeq;

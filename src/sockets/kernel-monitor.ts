@@ -12,11 +12,12 @@ export interface KernelMonitorOptions {
 /**
  * Turns what only the kernel knows into events, for dashboards (DESIGN.md section 5): a TCP socket's
  * kernel state (`tcp` events: SYN_SENT → ESTABLISHED → FIN_WAIT2 → TIME_WAIT ...) and a listener's accept
- * queue (`pending` events). The kernel has no notification for either, so they are sampled, and only
+ * queue (`pending` events), and the datagrams the kernel dropped for a full receive buffer (`dropped`).
+ * The kernel has no notification for these, so they are sampled, and only
  * while someone subscribes to events. Each change is one event.
  */
 export class KernelMonitor {
-  private readonly seen = new Map<string, { tcp?: string | undefined; pending?: number | null }>();
+  private readonly seen = new Map<string, { tcp?: string | undefined; pending?: number | null; drops?: number | undefined }>();
   private readonly timer: NodeJS.Timeout;
 
   constructor(
@@ -40,7 +41,8 @@ export class KernelMonitor {
     const now = Date.now();
     const watched: ManagedSocket[] = [];
     for (const s of this.sockets()) {
-      if (s.family === 'AF_UNIX' || s.type !== 'SOCK_STREAM') continue;
+      if (s.family === 'AF_UNIX' || s.type === 'SOCK_SEQPACKET') continue;
+      if (s.type !== 'SOCK_STREAM' && !s.isOpen) continue;
       if (!s.isOpen && now - (s.closedAt?.getTime() ?? 0) > this.opts.afterCloseMs) continue;
       watched.push(s);
     }
@@ -49,13 +51,19 @@ export class KernelMonitor {
       alive.add(s.id);
       const kernel = s.toResource().kernel;
       const before = this.seen.get(s.id);
-      const now = { tcp: kernel.tcpState, pending: s.state === 'listening' ? (kernel.acceptQueue ?? null) : null };
+      const now = {
+        tcp: kernel.tcpState,
+        pending: s.state === 'listening' ? (kernel.acceptQueue ?? null) : null,
+        drops: kernel.drops,
+      };
       this.seen.set(s.id, now);
       if (!before) continue; // the first sample is the baseline: the resource already shows it
       if (now.tcp !== before.tcp && now.tcp !== undefined)
         this.events.emit(s.id, 'tcp', { state: now.tcp, previous: before.tcp ?? null });
       if (now.pending !== null && now.pending !== before.pending)
         this.events.emit(s.id, 'pending', { pending: now.pending, backlog: kernel.backlog ?? null });
+      if (now.drops !== undefined && before.drops !== undefined && now.drops > before.drops)
+        this.events.emit(s.id, 'dropped', { dropped: now.drops - before.drops, total: now.drops });
     }
     for (const id of this.seen.keys()) if (!alive.has(id)) this.seen.delete(id);
   }
