@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { errorResponses, ref } from '../schemas/common.js';
 import { Health } from '../schemas/operations.js';
+import { VERSION } from '../src/version.js';
 
 const started = Date.now();
 
@@ -20,7 +21,7 @@ const health: FastifyPluginAsyncTypebox = async (app) => {
       status: 'ok' as const,
       uptimeMs: Date.now() - started,
       sockets: app.registry.size.open,
-      version: app.version,
+      version: VERSION,
     }),
   );
 };

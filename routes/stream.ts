@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import { IdParams } from '../schemas/common.js';
 import { ClientOp, StreamQuery } from '../schemas/streams.js';
@@ -6,6 +7,12 @@ import { decode } from '../src/codec.js';
 import { SockctlError } from '../src/errors.js';
 import { Consumer } from '../src/sockets/consumer.js';
 import { Value } from 'typebox/value';
+
+/** The ws's TCP socket (ws keeps it as `_socket`; not in its types), for cork/uncork. */
+function underlying(ws: WebSocket): Duplex | undefined {
+  const sock = (ws as unknown as { _socket?: Duplex | null })._socket;
+  return sock && !sock.destroyed ? sock : undefined;
+}
 
 /** WebSocket close codes of the consumer stream (documented in the README). */
 export const CLOSE = { normal: 1000, refused: 4409, notFound: 4404, badRequest: 4400 } as const;
@@ -60,7 +67,11 @@ const stream: FastifyPluginAsyncTypebox = async (app) => {
           app.events,
           {
             text: (json) => ws.send(json, afterWrite),
-            binary: (data) => ws.send(data, { binary: true }, afterWrite),
+            // `done` releases a reader slot: only once the bytes are written out (the send's completion)
+            binary: (data, done) => ws.send(data, { binary: true }, done ? () => (done(), afterWrite()) : afterWrite),
+            // one writev for the frames of a read event (ws corks each frame's header and payload inside)
+            cork: () => underlying(ws)?.cork(),
+            uncork: () => underlying(ws)?.uncork(),
             buffered: () => ws.bufferedAmount,
             pauseInput: () => ws.pause(),
             resumeInput: () => ws.resume(),

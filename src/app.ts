@@ -1,6 +1,5 @@
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import { readFileSync } from 'node:fs';
 import health from '../routes/health.js';
 import options from '../routes/options.js';
 import socketCalls from '../routes/socket-calls.js';
@@ -11,6 +10,7 @@ import stream from '../routes/stream.js';
 import eventsRoutes from '../routes/events.js';
 import { sharedSchemas } from '../schemas/index.js';
 import type { Config } from './config.js';
+import { VERSION } from './version.js';
 import { EventLog } from './events/event-log.js';
 import { installAuth } from './plugins/auth.js';
 import { installErrorHandler } from './plugins/error-handler.js';
@@ -34,9 +34,6 @@ declare module 'fastify' {
     kernelMonitor: KernelMonitor;
   }
 }
-
-export const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string })
-  .version;
 
 /** Log requests without their query's token. */
 const serializers = {

@@ -1,5 +1,6 @@
 // Bad input over the HTTP API: each gets its documented status and the one error shape of DESIGN.md
 // section 4, nothing reaches the kernel, and the service keeps serving without leaking descriptors.
+import { VERSION } from '../src/version.js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { fdCount, startApp, TOKEN, type TestApp } from './helpers.js';
 
@@ -256,7 +257,8 @@ describe('authentication and routes', () => {
   it('GET /v1/health needs no token', async () => {
     const r = await inject('/v1/health');
     expect(r.statusCode).toBe(200);
-    expect(r.json()).toMatchObject({ status: 'ok', sockets: 0 });
+    // the service's own version (package.json), not fastify's
+    expect(r.json()).toMatchObject({ status: 'ok', sockets: 0, version: VERSION });
   });
 
   // Unknown routes and unknown ids are both 404, with different codes.

@@ -749,6 +749,327 @@ describe('Poller', () => {
   });
 });
 
+describe('Poller reading mode (the streaming reader)', () => {
+  type Batch = { slots: number[]; lengths: number[]; eof: boolean; error: SysError | null; bytes: Buffer[] };
+
+  /** A reader on fd that records each callback (with copies of the bytes) and keeps the slots unless `autoRelease`. */
+  function reading(fd: number, slots: number, slotBytes: number, budget: number, opts: { autoRelease?: boolean; onBatch?: (b: Batch) => void } = {}) {
+    const batches: Batch[] = [];
+    let pool: Buffer;
+    const jsCalls: Array<[number, number]> = [];
+    const p = N.createPoller(fd, (status, events) => jsCalls.push([status, events]));
+    pollers.add(p);
+    pool = Buffer.from(
+      p.startReading(slots, slotBytes, budget, (s, l, eof, error) => {
+        const b: Batch = { slots: s, lengths: l, eof, error: error as SysError | null, bytes: s.map((slot, i) => Buffer.from(pool.subarray(slot * slotBytes, slot * slotBytes + (l[i] ?? 0)))) };
+        batches.push(b);
+        opts.onBatch?.(b);
+        if (opts.autoRelease) for (const slot of s) expect(p.release(slot)).toBe(true);
+      }),
+    );
+    const bytes = () => Buffer.concat(batches.flatMap((b) => b.bytes));
+    return { p, batches, jsCalls, bytes, pool: () => pool };
+  }
+
+  /** Resolves once cond() holds (polling every 5 ms), or fails after ms. */
+  async function until(cond: () => boolean, what: string, ms = 2000): Promise<void> {
+    const end = Date.now() + ms;
+    while (!cond()) {
+      if (Date.now() > end) throw new Error(`timed out: ${what}`);
+      await sleep(5);
+    }
+  }
+
+  it('reads what arrives into a slot and hands it over in one callback; the slot is the caller\'s until release', async () => {
+    const [a, b] = pair(C.AF_UNIX, C.SOCK_STREAM);
+    const r = reading(a, 4, 1024, 4096);
+    expect(r.pool().length).toBe(4 * 1024);
+    expect(r.p.stats()).toMatchObject({ reading: true, slots: 4, freeSlots: 4, armed: R, paused: false, eof: false });
+    await sleep(30);
+    expect(r.batches).toEqual([]); // idle: nothing, and no wake-up
+    expect(r.p.stats().wakeups).toBe(0);
+    N.send(b, Buffer.from('hello'), 0);
+    await until(() => r.batches.length === 1, 'first batch');
+    expect(r.batches[0]).toMatchObject({ slots: [0], lengths: [5], eof: false, error: null });
+    expect(text(r.batches[0]!.bytes[0]!)).toBe('hello');
+    expect(text(r.pool().subarray(0, 5))).toBe('hello'); // no copy: the bytes are in the pool
+    expect(r.p.stats()).toMatchObject({ freeSlots: 3, armed: R, reads: 1, readCallbacks: 1 });
+    // the slot is held: the next read goes to another one
+    N.send(b, Buffer.from('world'), 0);
+    await until(() => r.batches.length === 2, 'second batch');
+    expect(r.batches[1]).toMatchObject({ slots: [1], lengths: [5] });
+    expect(text(r.pool().subarray(0, 5))).toBe('hello');
+    expect(r.p.release(0)).toBe(true);
+    expect(r.p.release(0)).toBe(false); // twice: not held any more
+    expect(r.p.release(3)).toBe(false); // never handed over
+    expect(caught(() => r.p.release(1024)).code).toBe('ERR_OUT_OF_RANGE');
+    expect(caught(() => r.p.release(-1)).code).toBe('ERR_OUT_OF_RANGE');
+    // the released slot is reused first (warm)
+    N.send(b, Buffer.from('again'), 0);
+    await until(() => r.batches.length === 3, 'third batch');
+    expect(r.batches[2]).toMatchObject({ slots: [0], lengths: [5] });
+    expect(r.p.stats().freeSlots).toBe(2);
+  });
+
+  it('stays armed while it reads (no re-arm from JS); one-shot waits keep their semantics next to it', async () => {
+    const [a, b] = pair(C.AF_UNIX, C.SOCK_STREAM);
+    const r = reading(a, 4, 1024, 4096, { autoRelease: true });
+    r.p.start(W); // a one-shot wait for writable: fires once, while the reader goes on
+    await until(() => r.jsCalls.length === 1, 'writable');
+    expect(r.jsCalls).toEqual([[0, W]]);
+    for (let i = 0; i < 5; i++) {
+      N.send(b, Buffer.from(`m${i}`), 0);
+      await until(() => r.batches.length === i + 1, `batch ${i}`);
+      expect(r.p.stats().armed).toBe(R); // still armed for readable, nothing else
+    }
+    expect(text(r.bytes())).toBe('m0m1m2m3m4');
+    expect(r.jsCalls).toHaveLength(1); // readable events do not fire a wait that asked for writable
+    // a one-shot readable wait fires once on the next data, next to the reader
+    r.p.start(R);
+    N.send(b, Buffer.from('x'), 0);
+    await until(() => r.jsCalls.length === 2 && r.batches.length === 6, 'readable wait and batch');
+    expect(r.jsCalls[1]).toEqual([0, R]);
+    N.send(b, Buffer.from('y'), 0);
+    await until(() => r.batches.length === 7, 'batch 7');
+    await sleep(20);
+    expect(r.jsCalls).toHaveLength(2);
+    // stop() disarms the wait only
+    r.p.start(W);
+    r.p.stop();
+    N.send(b, Buffer.from('z'), 0);
+    await until(() => r.batches.length === 8, 'batch 8');
+    expect(r.jsCalls).toHaveLength(2);
+    expect(text(r.bytes())).toBe('m0m1m2m3m4xyz');
+    // one readable event, one callback: never more callbacks than wake-ups, and no empty reads
+    const s = r.p.stats();
+    expect(s.readCallbacks).toBe(8);
+    expect(s.wakeups).toBeLessThanOrEqual(8 + 3);
+    expect(s.emptyReads).toBe(0);
+  });
+
+  it('no wake-ups while paused or with the pool empty; release and resume re-arm', async () => {
+    const [a, b] = pair(C.AF_UNIX, C.SOCK_STREAM);
+    const r = reading(a, 2, 16, 1024);
+    N.send(b, Buffer.alloc(100, 'a'), 0);
+    await until(() => r.batches.length === 1, 'first batch');
+    // both slots filled in one event (the budget allows more), then the pool is empty: the poll is off
+    expect(r.batches[0]).toMatchObject({ slots: [0, 1], lengths: [16, 16] });
+    expect(r.p.stats()).toMatchObject({ freeSlots: 0, armed: 0 });
+    const w0 = r.p.stats().wakeups;
+    await sleep(60); // 68 bytes wait in the kernel: an armed poll would wake the loop again and again
+    expect(r.p.stats().wakeups).toBe(w0);
+    expect(r.batches).toHaveLength(1);
+    expect(r.p.release(1)).toBe(true); // re-armed: the next 16 bytes
+    await until(() => r.batches.length === 2, 'after release');
+    expect(r.batches[1]).toMatchObject({ slots: [1], lengths: [16] });
+    r.p.release(0);
+    r.p.release(1);
+    await until(() => r.batches.length === 3, 'after releases');
+    expect(r.batches[2]!.lengths).toEqual([16, 16]);
+    for (const s of r.batches[2]!.slots) r.p.release(s);
+    await until(() => r.batches.length === 4, 'the last 20 bytes');
+    expect(r.batches[3]!.lengths).toEqual([16, 4]); // a short read ends the event
+    for (const s of r.batches[3]!.slots) r.p.release(s);
+    // paused: data waits in the kernel, no wake-up, no callback
+    r.p.pauseReading();
+    expect(r.p.stats()).toMatchObject({ paused: true, armed: 0, freeSlots: 2 });
+    N.send(b, Buffer.from('later'), 0);
+    const w1 = r.p.stats().wakeups;
+    await sleep(60);
+    expect(r.p.stats().wakeups).toBe(w1);
+    expect(r.batches).toHaveLength(4);
+    r.p.resumeReading();
+    await until(() => r.batches.length === 5, 'after resume');
+    expect(text(r.batches[4]!.bytes[0]!)).toBe('later');
+    expect(r.bytes().length).toBe(105);
+  });
+
+  it('stops each event at the byte budget and at a short read; every byte arrives in order', async () => {
+    const [a, b] = pair(C.AF_UNIX, C.SOCK_STREAM);
+    N.setsockoptInt(b, C.SOL_SOCKET, C.SO_SNDBUF, 1 << 20);
+    const big = Buffer.alloc(600_000);
+    for (let i = 0; i < big.length; i++) big[i] = (i * 7) % 253;
+    const r = reading(a, 16, 8192, 20_000, { autoRelease: true });
+    let sent = 0;
+    while (sent < big.length) {
+      try {
+        sent += N.send(b, big.subarray(sent), 0);
+      } catch (e) {
+        expect((e as SysError).code).toBe('EAGAIN');
+        await sleep(2);
+      }
+    }
+    await until(() => r.bytes().length === big.length, 'all bytes');
+    expect(r.bytes().equals(big)).toBe(true);
+    for (const batch of r.batches) {
+      const n = batch.lengths.reduce((x, y) => x + y, 0);
+      expect(n).toBeLessThanOrEqual(20_000 + 8192); // the budget, rounded up to whole slots
+      expect(batch.lengths.slice(0, -1).every((l) => l === 8192)).toBe(true); // only the last slot partly filled
+    }
+    expect(r.batches.length).toBeGreaterThanOrEqual(Math.ceil(big.length / (20_000 + 8192)));
+  });
+
+  it('EOF: the data first, then eof in the same or a later callback; the poll is off after it', async () => {
+    const [a, b] = pair(C.AF_UNIX, C.SOCK_STREAM);
+    const r = reading(a, 4, 1024, 4096, { autoRelease: true });
+    N.send(b, Buffer.from('tail'), 0);
+    closeFd(b);
+    await until(() => r.batches.some((x) => x.eof), 'eof');
+    expect(text(r.bytes())).toBe('tail');
+    const last = r.batches.at(-1)!;
+    expect(last.eof).toBe(true);
+    expect(last.error).toBeNull();
+    expect(r.p.stats()).toMatchObject({ eof: true, armed: 0 });
+    const w = r.p.stats().wakeups;
+    const n = r.batches.length;
+    r.p.resumeReading(); // nothing more after EOF
+    await sleep(60); // the fd stays readable (EOF) for ever: an armed poll would spin
+    expect(r.p.stats().wakeups).toBe(w);
+    expect(r.batches).toHaveLength(n);
+    expect(r.batches.filter((x) => x.eof)).toHaveLength(1);
+  });
+
+  it('ECONNRESET reaches the callback (code, errno, syscall recvmsg) and pauses; resumed, the next read is EOF', async () => {
+    const { cli, acc } = await tcpPair();
+    const r = reading(acc, 4, 1024, 4096, { autoRelease: true });
+    N.send(cli, Buffer.from('before reset'), 0);
+    await until(() => r.batches.length === 1, 'data');
+    N.setsockoptLinger(cli, { onoff: true, linger: 0 });
+    closeFd(cli); // RST
+    await until(() => r.batches.some((x) => x.error), 'error');
+    const err = r.batches.find((x) => x.error)!.error!;
+    expect(err).toBeInstanceOf(Error);
+    expect({ code: err.code, errno: err.errno, syscall: err.syscall }).toEqual({ code: 'ECONNRESET', errno: C.ECONNRESET, syscall: 'recvmsg' });
+    expect(err.message).toBe('recvmsg: Connection reset by peer');
+    expect(r.p.stats()).toMatchObject({ paused: true, armed: 0 });
+    const w = r.p.stats().wakeups;
+    await sleep(50);
+    expect(r.p.stats().wakeups).toBe(w);
+    r.p.resumeReading();
+    await until(() => r.batches.some((x) => x.eof), 'eof after the reset');
+    expect(text(r.bytes())).toBe('before reset');
+  });
+
+  it('close while reading: no callback after it, held views stay valid, release is a no-op', async () => {
+    const [a, b] = pair(C.AF_UNIX, C.SOCK_STREAM);
+    const r = reading(a, 4, 1024, 4096);
+    N.send(b, Buffer.from('kept'), 0);
+    await until(() => r.batches.length === 1, 'data');
+    const slot = r.batches[0]!.slots[0]!;
+    const view = r.pool().subarray(slot * 1024, slot * 1024 + 4);
+    N.send(b, Buffer.from('more'), 0);
+    closeFd(a); // closes the poller first, and the reader with it
+    await sleep(40);
+    expect(r.batches).toHaveLength(1);
+    expect(text(view)).toBe('kept'); // V8 owns the pool: still there
+    expect(r.p.release(slot)).toBe(false);
+    expect(r.p.stats()).toMatchObject({ reading: false, armed: 0 });
+    r.p.pauseReading(); // no-ops without a reader
+    r.p.resumeReading();
+    r.p.stopReading();
+    expectSysError(() => r.p.start(R), 'EBADF', 'uv_poll_start');
+    expectSysError(() => r.p.startReading(1, 1, 1, () => {}), 'EBADF', 'uv_poll_start');
+    void b;
+  });
+
+  it('stopReading and Poller.close end it too; a new reader starts over with a new pool', async () => {
+    const [a, b] = pair(C.AF_UNIX, C.SOCK_STREAM);
+    const r = reading(a, 2, 64, 128);
+    N.send(b, Buffer.from('one'), 0);
+    await until(() => r.batches.length === 1, 'data');
+    r.p.stopReading();
+    r.p.stopReading(); // idempotent
+    expect(r.p.stats()).toMatchObject({ reading: false, armed: 0 });
+    expect(r.p.release(r.batches[0]!.slots[0]!)).toBe(false);
+    N.send(b, Buffer.from('two'), 0);
+    await sleep(30);
+    expect(r.batches).toHaveLength(1); // the data waits in the kernel
+    const got: string[] = [];
+    let pool2: Buffer;
+    pool2 = Buffer.from(r.p.startReading(2, 64, 128, (s, l) => got.push(text(pool2.subarray(s[0]! * 64, s[0]! * 64 + l[0]!)))));
+    await until(() => got.length === 1, 'second reader');
+    expect(got).toEqual(['two']);
+    expect(text(r.pool().subarray(0, 3))).toBe('one'); // the first pool is untouched
+    r.p.close();
+    N.send(b, Buffer.from('three'), 0);
+    await sleep(30);
+    expect(got).toEqual(['two']);
+  });
+
+  it('refuses non-stream sockets, a second reader and bad arguments', () => {
+    const [d] = pair(C.AF_UNIX, C.SOCK_DGRAM);
+    const pd = N.createPoller(d, () => {});
+    pollers.add(pd);
+    expectSysError(() => pd.startReading(2, 64, 64, () => {}), 'EOPNOTSUPP', 'startReading');
+    expect(pd.stats().reading).toBe(false);
+    const [a] = pair(C.AF_UNIX, C.SOCK_STREAM);
+    const p = N.createPoller(a, () => {});
+    pollers.add(p);
+    expect(caught(() => p.startReading(0, 64, 64, () => {})).code).toBe('ERR_OUT_OF_RANGE');
+    expect(caught(() => p.startReading(2, 0, 64, () => {})).code).toBe('ERR_OUT_OF_RANGE');
+    expect(caught(() => p.startReading(1024, 64 * 1024 * 1024, 64, () => {})).code).toBe('ERR_OUT_OF_RANGE');
+    expect(caught(() => p.startReading(2, 64, 64, null as unknown as () => void)).code).toBe('ERR_INVALID_ARG_TYPE');
+    p.startReading(2, 64, 64, () => {});
+    expect(caught(() => p.startReading(2, 64, 64, () => {})).code).toBe('ERR_INVALID_STATE');
+  });
+
+  it('drains nextTicks and microtasks after each read callback (napi_make_callback)', async () => {
+    const order: string[] = [];
+    const chains: Promise<void>[] = [];
+    for (let i = 0; i < 3; i++) {
+      const [a, b] = pair(C.AF_UNIX, C.SOCK_STREAM);
+      N.send(b, Buffer.from('x'), 0);
+      chains.push(
+        (async () => {
+          await new Promise<void>((resolve) => {
+            const p = N.createPoller(a, () => {});
+            pollers.add(p);
+            p.startReading(1, 16, 16, () => {
+              order.push(`cb${i}`);
+              process.nextTick(() => order.push(`tick${i}`));
+              p.stopReading();
+              resolve();
+            });
+          });
+          order.push(`await${i}`);
+        })(),
+      );
+    }
+    await Promise.all(chains);
+    expect(order.length).toBe(9);
+    for (let at = 0; at < order.length; at += 3) {
+      const i = (order[at] ?? '').slice(2);
+      expect(order.slice(at, at + 3)).toEqual([`cb${i}`, `tick${i}`, `await${i}`]);
+    }
+  });
+
+  it('pollers garbage-collected while reading are closed by their finalizer; no fd or handle is left', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const before = N.fdCount();
+    let finalized = 0;
+    const registry = new FinalizationRegistry(() => finalized++);
+    const ends: number[] = [];
+    (() => {
+      for (let i = 0; i < 20; i++) {
+        const [a, b] = N.socketpair(C.AF_UNIX, C.SOCK_STREAM, 0);
+        ends.push(a, b);
+        const p = N.createPoller(a, () => {});
+        p.startReading(2, 4096, 4096, () => {});
+        registry.register(p, i);
+      }
+    })();
+    for (let i = 0; i < 10 && finalized < 20; i++) {
+      gc();
+      await new Promise((r) => setImmediate(r));
+    }
+    for (let i = 0; i < ends.length; i += 2) N.send(ends[i + 1] ?? -1, Buffer.from('x'), 0);
+    await sleep(20);
+    for (const fd of ends) N.close(fd);
+    expect(N.fdCount()).toBe(before);
+  });
+});
+
 describe('no fd leaks', () => {
   it('thousands of mixed operations leave the fd count unchanged', async () => {
     const before = N.fdCount();

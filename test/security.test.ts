@@ -470,8 +470,13 @@ describe('two users and an admin', () => {
     await Promise.all([done(aliceWs, a.id), done(spyLabel, a.id), done(adminWs, a.id), done(bobWs, b.id)]);
     const bobIds = new Set([b.id, b1.id, b2.id]);
     const sockets = (o: Collector) => new Set(o.events.map((e) => e.socket));
-    expect([...sockets(aliceWs)]).toEqual([a.id]);
-    expect([...sockets(spyLabel)]).toEqual([a.id]);
+    // (alice's sockets of earlier tests may still report kernel state changes: hers too)
+    const owners = (o: Collector) => new Set([...sockets(o)].map((id) => t.app.registry.find(id)?.owner ?? `unknown ${id}`));
+    expect([...owners(aliceWs)]).toEqual(['alice']);
+    expect(sockets(aliceWs).has(a.id)).toBe(true);
+    expect([...owners(spyLabel)]).toEqual(['alice']);
+    for (const id of bobIds) expect(sockets(aliceWs).has(id) || sockets(spyLabel).has(id)).toBe(false);
+    expect([...owners(bobWs)]).toEqual(['bob']);
     expect(spy.events).toEqual([]);
     expect(JSON.stringify(aliceWs.events)).not.toContain('bob-secret');
     for (const id of bobIds) expect(sockets(bobWs).has(id)).toBe(true);
@@ -482,10 +487,10 @@ describe('two users and an admin', () => {
     const replay = collect(`ws://${base()}/v1/events?token=${ALICE}&after=${start}`);
     await replay.opened;
     await done(replay, a.id);
-    expect([...sockets(replay)]).toEqual([a.id]);
+    expect([...owners(replay)]).toEqual(['alice']);
     // and so is SSE with Last-Event-ID
     const sse = await sseEvents(ALICE, start, (e) => e.socket === a.id && e.type === 'closed');
-    expect(new Set(sse.map((e) => e.socket))).toEqual(new Set([a.id]));
+    expect(new Set(sse.map((e) => t.app.registry.find(e.socket)?.owner))).toEqual(new Set(['alice']));
     const sseAdmin = await sseEvents(ROOT, start, (e) => e.socket === a.id && e.type === 'closed');
     for (const id of bobIds) expect(sseAdmin.some((e) => e.socket === id)).toBe(true);
   });
@@ -546,6 +551,7 @@ describe('two users and an admin', () => {
 describe('tokens', () => {
   afterEach(async () => {
     await t?.close();
+    t = undefined as unknown as TestApp;
   });
 
   it('reload on demand: a changed file takes effect at reload(); old tokens are refused, new accepted, sockets stay owned', async () => {
@@ -583,8 +589,27 @@ describe('tokens', () => {
   });
 
   it('an invalid tokens file at start makes buildApp throw, naming the file', async () => {
-    await expect(startApp({}, { tokens: { users: [{ name: 'alice', token: ALICE, role: 'superuser' }] } })).rejects.toThrow(/tokens\.json/);
-    await expect(startApp({}, { tokens: { users: [{ name: 'a/b', token: ALICE, role: 'user' }] } })).rejects.toThrow(/tokens\.json/);
+    const user = (name: string, role = 'user') => ({ tokens: { users: [{ name, token: ALICE, role }] } });
+    await expect(startApp({}, user('alice', 'superuser'))).rejects.toThrow(/tokens\.json/);
+    await expect(startApp({}, user('a/b'))).rejects.toThrow(/tokens\.json/);
+    await expect(startApp({}, { tokens: { users: [{ name: 'alice', token: 'short', role: 'user' }] } })).rejects.toThrow(/tokens\.json/);
+    // names that would alias someone else: '.' and '..' are directories under SOCKCTL_UNIX_DIR (the
+    // service's own and its parent), and 'admin' is the SOCKCTL_TOKEN user's name (owner of its sockets)
+    await expect(startApp({}, user('.'))).rejects.toThrow(/'\.' is not a user name/);
+    await expect(startApp({}, user('..'))).rejects.toThrow(/'\.\.' is not a user name/);
+    await expect(startApp({}, user('admin'))).rejects.toThrow(/'admin' belongs to the SOCKCTL_TOKEN user/);
+    await expect(startApp({}, user('admin', 'admin'))).rejects.toThrow(/SOCKCTL_TOKEN/);
+    // without SOCKCTL_TOKEN the name is free
+    t = await startApp({ token: '' }, user('admin', 'admin'));
+    expect((await call(ALICE, 'GET', '/v1/sockets')).status).toBe(200);
+  });
+
+  it("a user cannot take the SOCKCTL_TOKEN admin's name through a reload either", async () => {
+    t = await startApp({}, { tokens: TOKENS });
+    const s = await create(TOKEN);
+    writeFileSync(join(t.unixDir, 'tokens.json'), JSON.stringify({ users: [{ name: 'admin', token: ALICE, role: 'user' }] }));
+    expect(() => t.app.users.reload()).toThrow(/admin/);
+    expect((await call(ALICE, 'GET', `/v1/sockets/${s.id}`)).status).toBe(404);
   });
 
   it('tokens never reach the log, from the header or the query (the real entry, logging at trace)', async () => {

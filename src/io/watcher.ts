@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import type { ReadCallback } from '../../native/index.js';
 import { C, native, type Poller } from './native.js';
 
 export type WaitOutcome = 'ready' | 'timeout' | 'closed' | 'cancelled';
@@ -10,16 +11,78 @@ interface Waiter {
   timer: NodeJS.Timeout | undefined;
 }
 
+export interface ReaderOptions {
+  /** Slots in the pool (allocated once per reader). */
+  slots: number;
+  slotBytes: number;
+  /** Bytes read per readable event at most, so that one fast peer cannot starve the event loop. */
+  budgetBytes: number;
+}
+
 /**
- * Readiness of one fd for any number of concurrent waiters (a recv and a send may wait at once).
- * libuv allows one poll handle per fd, so this class owns that handle and arms it, one-shot, with the
- * union of what its waiters need; the addon stops the poll inside its callback, and the watcher re-arms
- * only while someone still waits (a poll left armed with nobody waiting would wake the loop forever).
+ * The native streaming reader of one fd (the Poller's reading mode, native/index.d.ts): it reads into a
+ * fixed pool and hands over filled slots, one callback per readable event. A slot is the caller's until
+ * release(slot), which must come once its bytes are written out (a write's completion, not its return).
+ * After stop() (or the fd's close) every call is a no-op; views already taken stay valid (V8 owns the pool).
+ */
+export class StreamReader {
+  private readonly pool: Buffer;
+  private stopped = false;
+
+  constructor(
+    private readonly poller: Poller,
+    pool: ArrayBuffer,
+    readonly slotBytes: number,
+  ) {
+    this.pool = Buffer.from(pool);
+  }
+
+  /** The bytes of a slot handed over by the callback (no copy: valid until release(slot)). */
+  view(slot: number, length: number): Buffer {
+    const at = slot * this.slotBytes;
+    return this.pool.subarray(at, at + length);
+  }
+
+  release(slot: number): void {
+    if (!this.stopped) this.poller.release(slot);
+  }
+
+  pause(): void {
+    if (!this.stopped) this.poller.pauseReading();
+  }
+
+  resume(): void {
+    if (!this.stopped) this.poller.resumeReading();
+  }
+
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.poller.stopReading();
+  }
+
+  get active(): boolean {
+    return !this.stopped;
+  }
+
+  /** The poller closed (and with it the reader). */
+  detached(): void {
+    this.stopped = true;
+  }
+}
+
+/**
+ * Readiness of one fd for any number of concurrent waiters (a recv and a send may wait at once), and its
+ * streaming reader. libuv allows one poll handle per fd, so this class owns that handle: it arms it,
+ * one-shot, with the union of what its waiters need (the addon clears that inside its callback, and the
+ * watcher re-arms only while someone still waits: a poll left armed with nobody waiting would wake the
+ * loop forever); the reader's readable interest is kept by the addon, next to it, on the same handle.
  */
 export class FdWatcher {
   private poller: Poller | undefined;
   private readonly waiters = new Set<Waiter>();
   private closed = false;
+  private reader: StreamReader | undefined;
 
   constructor(private readonly fd: number) {}
 
@@ -56,11 +119,26 @@ export class FdWatcher {
     });
   }
 
-  /** Settles every waiter with 'closed' and releases the poll handle: call before closing the fd. */
+  /**
+   * Starts the native streaming reader on this fd (a SOCK_STREAM), one at a time: `onRead` gets the filled
+   * slots of each readable event (see native/index.d.ts ReadCallback). Throws if a reader is active.
+   */
+  read(opts: ReaderOptions, onRead: ReadCallback): StreamReader {
+    if (this.closed) throw Object.assign(new Error('read: the fd is closed'), { code: 'EBADF', errno: C.EBADF, syscall: 'recvmsg' });
+    assert.ok(!this.reader?.active, 'a reader is already active on this fd');
+    this.poller ??= this.createPoller();
+    const pool = this.poller.startReading(opts.slots, opts.slotBytes, opts.budgetBytes, onRead);
+    this.reader = new StreamReader(this.poller, pool, opts.slotBytes);
+    return this.reader;
+  }
+
+  /** Settles every waiter with 'closed', stops the reader and releases the poll handle: call before closing the fd. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     for (const w of [...this.waiters]) w.settle('closed');
+    this.reader?.detached();
+    this.reader = undefined;
     this.poller?.close();
     this.poller = undefined;
   }
@@ -77,8 +155,12 @@ export class FdWatcher {
       this.poller?.stop();
       return;
     }
-    this.poller ??= native.createPoller(this.fd, (status, ready) => this.onReady(status, ready));
+    this.poller ??= this.createPoller();
     this.poller.start(events);
+  }
+
+  private createPoller(): Poller {
+    return native.createPoller(this.fd, (status, ready) => this.onReady(status, ready));
   }
 
   private onReady(status: number, ready: number): void {

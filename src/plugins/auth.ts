@@ -24,10 +24,14 @@ function presentedToken(request: FastifyRequest): string | undefined {
   return (upgrade || sse) && typeof q === 'string' ? q : undefined;
 }
 
-/** Every route but health and the docs needs a user's token. */
+/**
+ * Every route but health and the docs needs a user's token. Checked at preParsing: after every onRequest
+ * hook (security headers, the CORS preflight answer, the Host and Origin checks, which then apply to a
+ * 401 too and let a browser's preflight through) and before any body is read.
+ */
 export function installAuth(app: FastifyInstance, users: Users): void {
   app.decorateRequest('user', null as unknown as User);
-  app.addHook('onRequest', async (request, reply) => {
+  app.addHook('preParsing', async (request, reply) => {
     if (PUBLIC.some((re) => re.test(request.url))) return;
     const given = presentedToken(request);
     const user = given === undefined ? undefined : users.authenticate(given);

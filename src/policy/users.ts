@@ -41,6 +41,11 @@ export class Users {
       const names = new Set<string>();
       for (const u of parsed.users) {
         if (names.has(u.name)) throw new Error(`${this.file}: user '${u.name}' appears twice`);
+        // a name is an owner and a directory under SOCKCTL_UNIX_DIR: '.' and '..' would be another's
+        if (u.name === '.' || u.name === '..') throw new Error(`${this.file}: '${u.name}' is not a user name`);
+        // the SOCKCTL_TOKEN user owns its sockets as 'admin': a second 'admin' would share them
+        if (this.adminToken && u.name === 'admin')
+          throw new Error(`${this.file}: the name 'admin' belongs to the SOCKCTL_TOKEN user; choose another`);
         names.add(u.name);
         entries.push({ digest: digest(u.token), user: { name: u.name, role: u.role, limits: { ...this.defaults, ...u.limits } } });
       }

@@ -3,14 +3,21 @@ import type { Encoding } from '../../schemas/common.js';
 import { errors, SockctlError } from '../errors.js';
 import type { EventLog, SockEvent } from '../events/event-log.js';
 import { C, native } from '../io/native.js';
+import type { StreamReader } from '../io/watcher.js';
 import type { ManagedSocket } from './managed-socket.js';
 
 /** What a consumer stream needs from its transport (a WebSocket in routes/stream.ts). */
 export interface ConsumerSink {
   /** One event as JSON text. */
   text(json: string): void;
-  /** Bytes as one binary message (binary mode). */
-  binary(data: Buffer): void;
+  /**
+   * Bytes as one binary message (binary mode). `done` runs once the transport no longer needs `data`
+   * (written out, or failed): the bytes may be a view of a reader's slot, reused after that.
+   */
+  binary(data: Buffer, done?: () => void): void;
+  /** Batch what follows into one write of the transport (cork/uncork of its socket), or do nothing. */
+  cork(): void;
+  uncork(): void;
   /** Bytes handed over and not yet written out (WebSocket bufferedAmount). */
   buffered(): number;
   /** Stop / restart taking input from the client (bytes waiting for the socket's send buffer). */
@@ -36,44 +43,100 @@ export interface ConsumerOptions {
 
 const READ_CHUNK = 256 * 1024;
 const READ_BUDGET = 1024 * 1024;
+/** The native reader's pool (DESIGN.md section 1): slots of READ_CHUNK, allocated once per consumer. */
+const READER_SLOTS = 16;
 
-/** Delivered bytes kept for resume, per socket, across consumers. */
+/**
+ * Delivered bytes kept for resume, per socket, across consumers: a ring of `limitBytes` allocated once
+ * (one copy per chunk and no allocation: the chunks themselves are reader slots, reused once written out),
+ * and the chunks' boundaries and arrival times, for replay and the time limit.
+ */
 class Retained {
-  private chunks: { offset: number; data: Buffer; at: number }[] = [];
-  private bytes = 0;
+  private ring: Buffer | undefined;
+  /** Stream offsets: bytes [start, end) are held (end - start <= ring.length), at offset % ring.length. */
+  private startOffset = 0;
+  private endOffset = 0;
+  /** Each chunk's first offset and arrival time, oldest first, from `head` on. */
+  private marks: { offset: number; at: number }[] = [];
+  private head = 0;
 
   add(offset: number, data: Buffer, limitBytes: number, limitMs: number): void {
-    if (limitBytes === 0) return;
+    if (limitBytes === 0 || data.length === 0) return;
+    if (this.ring?.length !== limitBytes) this.resize(limitBytes);
     // the window must be contiguous: bytes read without a consumer (REST recv) were never retained, so what
     // came before them can no longer be resumed without a silent hole
-    const last = this.chunks.at(-1);
-    if (last && last.offset + last.data.length !== offset) {
-      this.chunks = [];
-      this.bytes = 0;
+    if (offset !== this.endOffset || this.startOffset === this.endOffset) this.reset(offset);
+    const now = Date.now();
+    this.append(offset, data, now);
+    // the time limit drops whole chunks, the oldest first
+    const oldest = now - limitMs;
+    while (this.head < this.marks.length && this.marks[this.head]!.at < oldest) {
+      this.head++;
+      this.startOffset = Math.max(this.startOffset, this.marks[this.head]?.offset ?? this.endOffset);
     }
-    this.chunks.push({ offset, data, at: Date.now() });
-    this.bytes += data.length;
-    const oldest = Date.now() - limitMs;
-    while (this.chunks.length > 0 && (this.bytes > limitBytes || this.chunks[0]!.at < oldest)) {
-      this.bytes -= this.chunks.shift()!.data.length;
-    }
+    this.trimMarks();
   }
 
   /** The earliest offset still held (or `end` when nothing is). */
   start(end: number): number {
-    return this.chunks[0]?.offset ?? end;
+    return this.startOffset < this.endOffset ? this.startOffset : end;
   }
 
-  /** Chunks from `offset` on, the first one sliced. */
-  from(offset: number): { offset: number; data: Buffer }[] {
-    const out: { offset: number; data: Buffer }[] = [];
-    for (const c of this.chunks) {
-      const end = c.offset + c.data.length;
-      if (end <= offset) continue;
-      const skip = Math.max(0, offset - c.offset);
-      out.push({ offset: c.offset + skip, data: skip ? c.data.subarray(skip) : c.data });
+  /** Copies of the chunks from `offset` on (the first one cut), as they arrived. */
+  from(offset: number): { offset: number; data: Buffer; at: number }[] {
+    const out: { offset: number; data: Buffer; at: number }[] = [];
+    const ring = this.ring;
+    if (!ring) return out;
+    const begin = Math.max(offset, this.startOffset);
+    for (let i = this.head; i < this.marks.length; i++) {
+      const chunkEnd = this.marks[i + 1]?.offset ?? this.endOffset;
+      const from = Math.max(begin, this.marks[i]!.offset);
+      if (from >= chunkEnd) continue;
+      const data = Buffer.allocUnsafe(chunkEnd - from);
+      const at = from % ring.length;
+      const first = Math.min(data.length, ring.length - at);
+      ring.copy(data, 0, at, at + first);
+      if (first < data.length) ring.copy(data, first, 0, data.length - first);
+      out.push({ offset: from, data, at: this.marks[i]!.at });
     }
     return out;
+  }
+
+  private append(offset: number, data: Buffer, at: number): void {
+    const ring = this.ring!;
+    const size = ring.length;
+    const src = data.length > size ? data.subarray(data.length - size) : data;
+    const pos = (offset + data.length - src.length) % size;
+    const first = Math.min(src.length, size - pos);
+    src.copy(ring, pos, 0, first);
+    if (first < src.length) src.copy(ring, 0, first);
+    this.marks.push({ offset, at });
+    this.endOffset = offset + data.length;
+    this.startOffset = Math.max(this.startOffset, this.endOffset - size);
+  }
+
+  /** Marks wholly before the window go (the first one kept may start before it). */
+  private trimMarks(): void {
+    while (this.head + 1 < this.marks.length && this.marks[this.head + 1]!.offset <= this.startOffset) this.head++;
+    if (this.head > 1024 && this.head * 2 > this.marks.length) {
+      this.marks = this.marks.slice(this.head);
+      this.head = 0;
+    }
+  }
+
+  private reset(offset: number): void {
+    this.startOffset = this.endOffset = offset;
+    this.marks = [];
+    this.head = 0;
+  }
+
+  /** Another size limit (another consumer's): keep what fits. */
+  private resize(limitBytes: number): void {
+    const kept = this.ring ? this.from(Math.max(this.startOffset, this.endOffset - limitBytes)) : [];
+    this.ring = Buffer.allocUnsafeSlow(limitBytes);
+    this.reset(kept[0]?.offset ?? this.endOffset);
+    for (const c of kept) this.append(c.offset, c.data, c.at);
+    this.trimMarks();
   }
 }
 const retention = new WeakMap<ManagedSocket, Retained>();
@@ -93,6 +156,10 @@ export class Consumer {
   private ops: Promise<void> = Promise.resolve();
   private queuedBytes = 0;
   private readonly retained: Retained;
+  /** The native reader (stream sockets). */
+  private reader: StreamReader | undefined;
+  /** Gives back the reader slot of the chunk being accounted, once it is delivered (see onRead). */
+  private releaseSlot: (() => void) | undefined;
 
   constructor(
     private readonly socket: ManagedSocket,
@@ -114,8 +181,10 @@ export class Consumer {
     this.unsubscribe = this.events.subscribe((event, payload) => this.forward(event, payload));
     if (this.socket.state === 'listening') {
       if (this.opts.autoAccept) void this.acceptLoop();
+    } else if (this.socket.type === 'SOCK_STREAM') {
+      this.startReader();
     } else {
-      void this.readLoop();
+      void this.readLoop(); // datagrams and seqpacket: one message per read, with its sender
     }
   }
 
@@ -124,6 +193,7 @@ export class Consumer {
     if (this.socket.consumer === this) this.socket.consumer = null;
     this.abort.abort();
     this.unsubscribe?.();
+    this.reader?.stop();
     this.drained?.();
   }
 
@@ -202,8 +272,10 @@ export class Consumer {
   private forward(event: SockEvent, payload: Buffer | undefined): void {
     if (event.socket !== this.socket.id) return;
     if (event.type === 'data' && payload) {
+      const done = this.releaseSlot;
+      this.releaseSlot = undefined;
       this.retained.add(event.offset as number, payload, this.opts.retainBytes, this.opts.retainMs);
-      this.deliver(event.offset as number, payload, event);
+      this.deliver(event.offset as number, payload, event, done);
       return;
     }
     if (event.type === 'sent') return; // the client knows what it sent
@@ -214,10 +286,72 @@ export class Consumer {
     }
   }
 
-  private deliver(offset: number, data: Buffer, event: SockEvent | undefined): void {
-    if (this.opts.binary) return this.sink.binary(data);
+  /** `done` (a reader slot's release) runs once `data` is no longer needed: after the write, or now for text. */
+  private deliver(offset: number, data: Buffer, event: SockEvent | undefined, done?: () => void): void {
+    if (this.opts.binary) return this.sink.binary(data, done);
     const base = event ?? { seq: null, ts: new Date().toISOString(), socket: this.socket.id, type: 'data', replay: true };
-    this.sink.text(JSON.stringify({ ...base, offset, bytes: data.length, data: data.toString(this.opts.encoding), encoding: this.opts.encoding }));
+    const text = data.toString(this.opts.encoding); // a copy: the slot is free again
+    done?.();
+    this.sink.text(JSON.stringify({ ...base, offset, bytes: data.length, data: text, encoding: this.opts.encoding }));
+  }
+
+  /**
+   * Stream sockets: the native reader (DESIGN.md section 1) reads into a fixed pool while the socket is
+   * readable, the WebSocket keeps up and a slot is free; each readable event is one onRead.
+   */
+  private startReader(): void {
+    try {
+      this.reader = this.socket.startReader(
+        { slots: READER_SLOTS, slotBytes: READ_CHUNK, budgetBytes: READ_BUDGET },
+        (slots, lengths, eof, error) => this.onRead(slots, lengths, eof, error),
+      );
+    } catch (e) {
+      if (!(e instanceof SockctlError)) throw e; // closed meanwhile
+    }
+  }
+
+  /**
+   * One readable event's chunks: each is accounted (one `data` event, whose listeners see the slot's bytes
+   * only while they run: observers copy them, retention copies them) and sent as it is, all in one corked
+   * write; a slot goes back to the reader from its send's completion callback. Then EOF or the error, in
+   * order after the data, as pull() reports them.
+   */
+  private onRead(slots: number[], lengths: number[], eof: boolean, error: Error | null): void {
+    const reader = this.reader!;
+    this.sink.cork();
+    try {
+      for (let i = 0; i < slots.length; i++) {
+        const slot = slots[i]!;
+        const release = () => reader.release(slot);
+        if (this.abort.signal.aborted || !this.socket.isOpen) {
+          release();
+          continue;
+        }
+        this.releaseSlot = release;
+        this.socket.accountRead(reader.view(slot, lengths[i]!), false);
+        if (this.releaseSlot) {
+          // nobody delivered it (not subscribed): the event is out, the bytes are not needed
+          this.releaseSlot = undefined;
+          release();
+        }
+      }
+      if (this.abort.signal.aborted || !this.socket.isOpen) return;
+      if (error) {
+        // ECONNRESET and friends become an error event (and lastError); the next read sees EOF
+        if (this.socket.readFailed(error).statusCode === 502) reader.resume();
+        else reader.stop();
+      }
+      if (eof) {
+        this.socket.accountRead(Buffer.alloc(0), true);
+        reader.stop();
+      }
+    } finally {
+      this.sink.uncork();
+    }
+    if (reader.active && this.sink.buffered() >= this.opts.highWaterBytes && !this.drained) {
+      reader.pause();
+      this.drained = () => reader.resume();
+    }
   }
 
   private async readLoop(): Promise<void> {

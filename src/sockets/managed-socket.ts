@@ -6,7 +6,8 @@ import { errors, fromSysError, isErrno, isSysError, SockctlError } from '../erro
 import type { EventLog } from '../events/event-log.js';
 import { ClosedWhileWaiting, Deadline, retryUntilReady } from '../io/blocking.js';
 import { C, native, type SockAddr } from '../io/native.js';
-import { FdWatcher, type WaitOutcome } from '../io/watcher.js';
+import { FdWatcher, type ReaderOptions, type StreamReader, type WaitOutcome } from '../io/watcher.js';
+import type { ReadCallback } from '../../native/index.js';
 import { describe, isUnbound, sockaddrView, wireAddress } from './addresses.js';
 import type { FamilyBehaviour } from './families.js';
 import type { Access } from '../policy/access.js';
@@ -364,6 +365,26 @@ export class ManagedSocket {
       if (this.stream && r.data.length < chunkBytes) return 'blocked'; // a short read: the queue is empty
     }
     return 'more';
+  }
+
+  /**
+   * The consumer stream's native reader (DESIGN.md section 1) on this socket's one poll handle; it ends
+   * with the socket. What it reads is accounted with accountRead / readFailed, as pull() accounts its reads.
+   */
+  startReader(opts: ReaderOptions, onRead: ReadCallback): StreamReader {
+    this.guard('recvmsg');
+    return this.watcher.read(opts, onRead);
+  }
+
+  /** A chunk (one `data` event, the bytes attached for listeners only while they run) or EOF (`eof`) the reader took. */
+  accountRead(data: Buffer, eof: boolean): void {
+    this.lastActive = Date.now();
+    this.received(data, eof);
+  }
+
+  /** A read error of the reader, reported as recv's would be (lastError and `error` when asynchronous). */
+  readFailed(e: unknown): SockctlError {
+    return this.fail(e, 'recv');
   }
 
   /** Resolves when the fd is readable/writable ('ready') or the socket closed ('closed'). No deadline. */
