@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import http from 'node:http';
 import type net from 'node:net';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { startApp, TOKEN, until, type Reply, type TestApp } from './helpers.js';
 
@@ -649,5 +649,33 @@ describe('tokens', () => {
     expect(log).toContain('/v1/events');
     expect(log).not.toContain(TOKEN);
     expect(log).not.toContain(WRONG);
+  });
+});
+
+describe('ports shared through SO_REUSEPORT / SO_REUSEADDR', () => {
+  // every socket runs as the service's OS user, so the kernel would let bob join alice's port group and
+  // take part of her traffic; the service refuses that across users and still allows it within one
+  beforeEach(async () => {
+    t = await startApp({}, { tokens: TOKENS });
+  });
+  afterEach(async () => {
+    await t.close();
+  });
+
+  it.each([
+    ['udp with SO_REUSEPORT', 'dgram', { SO_REUSEPORT: true }],
+    ['udp with SO_REUSEADDR', 'dgram', { SO_REUSEADDR: true }],
+    ['tcp with SO_REUSEPORT', 'stream', { SO_REUSEPORT: true }],
+  ])('%s: another user cannot bind the same port, the same user can', async (_name, type, options) => {
+    const a1 = await create(ALICE, { type, options });
+    const bound = await ok(ALICE, 'POST', `/v1/sockets/${a1.id}/bind`, { address: '127.0.0.1', port: 0 });
+    const port = bound.local.port;
+    const b = await create(BOB, { type, options });
+    const refused = await call(BOB, 'POST', `/v1/sockets/${b.id}/bind`, { address: '127.0.0.1', port });
+    expect(refused.status).toBe(403);
+    expect(refused.body).toMatchObject({ code: 'SOCKCTL_FORBIDDEN' });
+    expect(refused.body.message).toMatch(/held by another user/);
+    const a2 = await create(ALICE, { type, options });
+    expect((await ok(ALICE, 'POST', `/v1/sockets/${a2.id}/bind`, { address: '127.0.0.1', port })).local.port).toBe(port);
   });
 });

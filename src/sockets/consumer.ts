@@ -43,100 +43,110 @@ export interface ConsumerOptions {
 
 const READ_CHUNK = 256 * 1024;
 const READ_BUDGET = 1024 * 1024;
-/** The native reader's pool (DESIGN.md section 1): slots of READ_CHUNK, allocated once per consumer. */
+/** The native reader's pool (DESIGN.md section 1): slots of READ_CHUNK for reads and writes in flight... */
 const READER_SLOTS = 16;
+/** ...plus enough to hold the retention window without copying it (up to this many). */
+const RETAIN_SLOTS_MAX = 64;
+
+/** Slots retention may hold for a window of `retainBytes`: one per READ_CHUNK, and one for a cut chunk. */
+const retainSlots = (retainBytes: number) => (retainBytes === 0 ? 0 : Math.min(RETAIN_SLOTS_MAX, Math.ceil(retainBytes / READ_CHUNK) + 1));
 
 /**
- * Delivered bytes kept for resume, per socket, across consumers: a ring of `limitBytes` allocated once
- * (one copy per chunk and no allocation: the chunks themselves are reader slots, reused once written out),
- * and the chunks' boundaries and arrival times, for replay and the time limit.
+ * A reader slot shared by the write that sends its bytes and by retention: it goes back to the reader when
+ * both are done with it. Created held once (for the write).
+ */
+class SlotRef {
+  private refs = 1;
+  constructor(
+    private readonly reader: StreamReader,
+    private readonly slot: number,
+  ) {}
+
+  hold(): void {
+    this.refs++;
+  }
+
+  drop(): void {
+    if (--this.refs === 0) this.reader.release(this.slot);
+  }
+}
+
+interface Chunk {
+  offset: number;
+  data: Buffer;
+  at: number;
+  /** Set while `data` is a view of a reader slot (held); unset once it is an owned copy. */
+  slot?: SlotRef | undefined;
+}
+
+/**
+ * Delivered bytes kept for resume, per socket, across consumers. No copy in the common case: a chunk the
+ * native reader read stays in its slot, held (the pool has room for the window, see retainSlots); only
+ * when retention holds more slots than that (many small chunks) are the oldest copied out and their slots
+ * given back. A stopped reader never writes its pool again, so its slots held here stay valid after it.
  */
 class Retained {
-  private ring: Buffer | undefined;
-  /** Stream offsets: bytes [start, end) are held (end - start <= ring.length), at offset % ring.length. */
-  private startOffset = 0;
-  private endOffset = 0;
-  /** Each chunk's first offset and arrival time, oldest first, from `head` on. */
-  private marks: { offset: number; at: number }[] = [];
+  private chunks: Chunk[] = [];
   private head = 0;
+  private bytes = 0;
+  private slots = 0;
 
-  add(offset: number, data: Buffer, limitBytes: number, limitMs: number): void {
-    if (limitBytes === 0 || data.length === 0) return;
-    if (this.ring?.length !== limitBytes) this.resize(limitBytes);
+  add(offset: number, data: Buffer, limitBytes: number, limitMs: number, slot?: SlotRef, maxSlots = 0): void {
+    if (limitBytes === 0) return;
     // the window must be contiguous: bytes read without a consumer (REST recv) were never retained, so what
     // came before them can no longer be resumed without a silent hole
-    if (offset !== this.endOffset || this.startOffset === this.endOffset) this.reset(offset);
-    const now = Date.now();
-    this.append(offset, data, now);
-    // the time limit drops whole chunks, the oldest first
-    const oldest = now - limitMs;
-    while (this.head < this.marks.length && this.marks[this.head]!.at < oldest) {
-      this.head++;
-      this.startOffset = Math.max(this.startOffset, this.marks[this.head]?.offset ?? this.endOffset);
+    const last = this.chunks.at(-1);
+    if (last && last.offset + last.data.length !== offset) while (this.head < this.chunks.length) this.dropOldest();
+    slot?.hold();
+    this.chunks.push({ offset, data, at: Date.now(), slot });
+    this.bytes += data.length;
+    if (slot) this.slots++;
+    const oldest = Date.now() - limitMs;
+    while (this.head < this.chunks.length && (this.bytes > limitBytes || this.chunks[this.head]!.at < oldest)) this.dropOldest();
+    // too many slots held (small chunks): the oldest become copies, so that the reader keeps enough free
+    for (let i = this.head; this.slots > maxSlots && i < this.chunks.length; i++) {
+      const c = this.chunks[i]!;
+      if (!c.slot) continue;
+      c.data = Buffer.from(c.data);
+      this.release(c);
     }
-    this.trimMarks();
-  }
-
-  /** The earliest offset still held (or `end` when nothing is). */
-  start(end: number): number {
-    return this.startOffset < this.endOffset ? this.startOffset : end;
-  }
-
-  /** Copies of the chunks from `offset` on (the first one cut), as they arrived. */
-  from(offset: number): { offset: number; data: Buffer; at: number }[] {
-    const out: { offset: number; data: Buffer; at: number }[] = [];
-    const ring = this.ring;
-    if (!ring) return out;
-    const begin = Math.max(offset, this.startOffset);
-    for (let i = this.head; i < this.marks.length; i++) {
-      const chunkEnd = this.marks[i + 1]?.offset ?? this.endOffset;
-      const from = Math.max(begin, this.marks[i]!.offset);
-      if (from >= chunkEnd) continue;
-      const data = Buffer.allocUnsafe(chunkEnd - from);
-      const at = from % ring.length;
-      const first = Math.min(data.length, ring.length - at);
-      ring.copy(data, 0, at, at + first);
-      if (first < data.length) ring.copy(data, first, 0, data.length - first);
-      out.push({ offset: from, data, at: this.marks[i]!.at });
-    }
-    return out;
-  }
-
-  private append(offset: number, data: Buffer, at: number): void {
-    const ring = this.ring!;
-    const size = ring.length;
-    const src = data.length > size ? data.subarray(data.length - size) : data;
-    const pos = (offset + data.length - src.length) % size;
-    const first = Math.min(src.length, size - pos);
-    src.copy(ring, pos, 0, first);
-    if (first < src.length) src.copy(ring, 0, first);
-    this.marks.push({ offset, at });
-    this.endOffset = offset + data.length;
-    this.startOffset = Math.max(this.startOffset, this.endOffset - size);
-  }
-
-  /** Marks wholly before the window go (the first one kept may start before it). */
-  private trimMarks(): void {
-    while (this.head + 1 < this.marks.length && this.marks[this.head + 1]!.offset <= this.startOffset) this.head++;
-    if (this.head > 1024 && this.head * 2 > this.marks.length) {
-      this.marks = this.marks.slice(this.head);
+    if (this.head > 1024 && this.head * 2 > this.chunks.length) {
+      this.chunks = this.chunks.slice(this.head);
       this.head = 0;
     }
   }
 
-  private reset(offset: number): void {
-    this.startOffset = this.endOffset = offset;
-    this.marks = [];
-    this.head = 0;
+  /** The earliest offset still held (or `end` when nothing is). */
+  start(end: number): number {
+    return this.chunks[this.head]?.offset ?? end;
   }
 
-  /** Another size limit (another consumer's): keep what fits. */
-  private resize(limitBytes: number): void {
-    const kept = this.ring ? this.from(Math.max(this.startOffset, this.endOffset - limitBytes)) : [];
-    this.ring = Buffer.allocUnsafeSlow(limitBytes);
-    this.reset(kept[0]?.offset ?? this.endOffset);
-    for (const c of kept) this.append(c.offset, c.data, c.at);
-    this.trimMarks();
+  /** Chunks from `offset` on, the first one sliced; copies of those still in reader slots (reused later). */
+  from(offset: number): { offset: number; data: Buffer }[] {
+    const out: { offset: number; data: Buffer }[] = [];
+    for (let i = this.head; i < this.chunks.length; i++) {
+      const c = this.chunks[i]!;
+      const end = c.offset + c.data.length;
+      if (end <= offset) continue;
+      const skip = Math.max(0, offset - c.offset);
+      const data = skip ? c.data.subarray(skip) : c.data;
+      out.push({ offset: c.offset + skip, data: c.slot ? Buffer.from(data) : data });
+    }
+    return out;
+  }
+
+  private dropOldest(): void {
+    const c = this.chunks[this.head++]!;
+    this.bytes -= c.data.length;
+    this.release(c);
+  }
+
+  private release(c: Chunk): void {
+    if (!c.slot) return;
+    const slot = c.slot;
+    c.slot = undefined;
+    this.slots--;
+    slot.drop();
   }
 }
 const retention = new WeakMap<ManagedSocket, Retained>();
@@ -158,8 +168,8 @@ export class Consumer {
   private readonly retained: Retained;
   /** The native reader (stream sockets). */
   private reader: StreamReader | undefined;
-  /** Gives back the reader slot of the chunk being accounted, once it is delivered (see onRead). */
-  private releaseSlot: (() => void) | undefined;
+  /** The reader slot of the chunk being accounted (see onRead, forward). */
+  private currentSlot: SlotRef | undefined;
 
   constructor(
     private readonly socket: ManagedSocket,
@@ -272,10 +282,10 @@ export class Consumer {
   private forward(event: SockEvent, payload: Buffer | undefined): void {
     if (event.socket !== this.socket.id) return;
     if (event.type === 'data' && payload) {
-      const done = this.releaseSlot;
-      this.releaseSlot = undefined;
-      this.retained.add(event.offset as number, payload, this.opts.retainBytes, this.opts.retainMs);
-      this.deliver(event.offset as number, payload, event, done);
+      const slot = this.currentSlot;
+      this.currentSlot = undefined;
+      this.retained.add(event.offset as number, payload, this.opts.retainBytes, this.opts.retainMs, slot, retainSlots(this.opts.retainBytes));
+      this.deliver(event.offset as number, payload, event, slot && (() => slot.drop()));
       return;
     }
     if (event.type === 'sent') return; // the client knows what it sent
@@ -302,7 +312,7 @@ export class Consumer {
   private startReader(): void {
     try {
       this.reader = this.socket.startReader(
-        { slots: READER_SLOTS, slotBytes: READ_CHUNK, budgetBytes: READ_BUDGET },
+        { slots: READER_SLOTS + retainSlots(this.opts.retainBytes), slotBytes: READ_CHUNK, budgetBytes: READ_BUDGET },
         (slots, lengths, eof, error) => this.onRead(slots, lengths, eof, error),
       );
     } catch (e) {
@@ -311,28 +321,27 @@ export class Consumer {
   }
 
   /**
-   * One readable event's chunks: each is accounted (one `data` event, whose listeners see the slot's bytes
-   * only while they run: observers copy them, retention copies them) and sent as it is, all in one corked
-   * write; a slot goes back to the reader from its send's completion callback. Then EOF or the error, in
-   * order after the data, as pull() reports them.
+   * One readable event's chunks: each is accounted (one `data` event: observers copy the slot's bytes
+   * while they run, retention holds the slot) and sent as it is, all in one corked write; a slot goes back
+   * to the reader once its send completed (the completion callback, not the return of send) and retention
+   * let it go. Then EOF or the error, in order after the data, as pull() reports them.
    */
   private onRead(slots: number[], lengths: number[], eof: boolean, error: Error | null): void {
     const reader = this.reader!;
     this.sink.cork();
     try {
       for (let i = 0; i < slots.length; i++) {
-        const slot = slots[i]!;
-        const release = () => reader.release(slot);
+        const ref = new SlotRef(reader, slots[i]!);
         if (this.abort.signal.aborted || !this.socket.isOpen) {
-          release();
+          ref.drop();
           continue;
         }
-        this.releaseSlot = release;
-        this.socket.accountRead(reader.view(slot, lengths[i]!), false);
-        if (this.releaseSlot) {
+        this.currentSlot = ref;
+        this.socket.accountRead(reader.view(slots[i]!, lengths[i]!), false);
+        if (this.currentSlot) {
           // nobody delivered it (not subscribed): the event is out, the bytes are not needed
-          this.releaseSlot = undefined;
-          release();
+          this.currentSlot = undefined;
+          ref.drop();
         }
       }
       if (this.abort.signal.aborted || !this.socket.isOpen) return;

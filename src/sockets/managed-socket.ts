@@ -24,6 +24,8 @@ export interface SocketContext {
   readonly access: Access;
   /** How many listening sockets the user holds now. */
   countListeners(owner: string): number;
+  /** Owners of the open sockets of the same type and family as `socket` bound to `port`. */
+  portOwners(socket: ManagedSocket, port: number): string[];
   readonly maxWaitMs: number;
   readonly recvDefaultBytes: number;
   readonly recvMaxBytes: number;
@@ -150,6 +152,11 @@ export class ManagedSocket {
     this.guard('bind');
     const sa = this.behaviour.toSockAddr(input);
     this.ctx.access.authorize(this.user, 'bind', sa);
+    if ('port' in sa && sa.port !== 0 && this.user.role !== 'admin' && this.sharesPorts()) {
+      const holder = this.ctx.portOwners(this, sa.port).find((owner) => owner !== this.owner);
+      if (holder !== undefined)
+        throw errors.forbidden(`bind ${describe(sa)}: the port is held by another user's socket, and SO_REUSEPORT/SO_REUSEADDR must not share it`);
+    }
     this.sys(`bind ${describe(sa)}`, () => native.bind(this.fd, sa));
     const local = native.getsockname(this.fd);
     this.unlinkOnClose = this.behaviour.boundCleanup(local);
@@ -387,6 +394,22 @@ export class ManagedSocket {
     return this.fail(e, 'recv');
   }
 
+  /**
+   * All sockets run as one OS user, so the kernel's rule that only the same user may share a port through
+   * SO_REUSEPORT (or SO_REUSEADDR on UDP) does not separate the service's users: the service enforces it.
+   */
+  private sharesPorts(): boolean {
+    const on = (name: 'SO_REUSEPORT' | 'SO_REUSEADDR') => native.getsockoptInt(this.fd, C.SOL_SOCKET, C[name]) !== 0;
+    return on('SO_REUSEPORT') || (this.type !== 'SOCK_STREAM' && on('SO_REUSEADDR'));
+  }
+
+  /** The local port the kernel holds for this socket, or null (unbound, Unix, closed). */
+  localPort(): number | null {
+    if (!this.isOpen || this.family === 'AF_UNIX') return null;
+    const sa = native.getsockname(this.fd);
+    return 'port' in sa && sa.port !== 0 ? sa.port : null;
+  }
+
   /** Resolves when the fd is readable/writable ('ready') or the socket closed ('closed'). No deadline. */
   whenReady(what: 'readable' | 'writable', signal?: AbortSignal): Promise<WaitOutcome> {
     return this.watcher.wait(what, Infinity, signal);
@@ -502,14 +525,21 @@ export class ManagedSocket {
 
   /**
    * listen() on an unbound inet socket binds it to the wildcard address: a server reachable from every
-   * interface, which the bind policy must allow as if the user had asked for it. (The ephemeral port a
-   * connect or sendto binds is the kernel's choice of a source and is not checked.)
+   * interface, which the bind policy must allow as if the user had asked for it. The ephemeral port that
+   * a connect or a datagram sendto binds is not checked: it is what every client on the host gets (a
+   * deliberate choice: refusing it would break the plainest UDP client of every lab).
    */
   private authorizeImplicitBind(): void {
-    if (this.family === 'AF_UNIX') return;
+    if (this.family === 'AF_UNIX' || this.type === 'SOCK_RAW') return;
     if (!isUnbound(native.getsockname(this.fd))) return;
     const any = this.family === 'AF_INET' ? '0.0.0.0' : '::';
-    this.ctx.access.authorize(this.user, 'bind', { family: C[this.family], address: any, port: 0 });
+    try {
+      this.ctx.access.authorize(this.user, 'bind', { family: C[this.family], address: any, port: 0 });
+    } catch (e) {
+      if (e instanceof SockctlError)
+        e.message = `${e.message}; listen on an unbound socket binds ${any} (every interface): bind it to a loopback address first`;
+      throw e;
+    }
   }
 
   /** The wait of one call: its timeoutMs, else the socket's SO_RCVTIMEO/SO_SNDTIMEO, else the cap. */

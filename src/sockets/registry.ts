@@ -58,6 +58,10 @@ export class Registry {
     this.ctx = {
       access,
       countListeners: (owner) => this.list({ owner, state: 'listening' }).length,
+      portOwners: (socket, port) =>
+        this.list()
+          .filter((s) => s !== socket && s.type === socket.type && s.family === socket.family && s.localPort() === port)
+          .map((s) => s.owner),
       events,
       maxWaitMs: config.maxWaitMs,
       recvDefaultBytes: config.recvDefaultBytes,
