@@ -47,6 +47,8 @@ export class Registry {
   /** Closed sockets, oldest first, for the retention sweep. */
   private readonly closed: ManagedSocket[] = [];
   private openCount = 0;
+  /** Open sockets per owner, for the quota check without a scan. */
+  private readonly openByOwner = new Map<string, number>();
   private readonly sweeper: NodeJS.Timeout;
   private readonly ctx: SocketContext;
 
@@ -181,6 +183,7 @@ export class Registry {
     const socket = new ManagedSocket({ ...init, id }, this.ctx);
     this.sockets.set(id, socket);
     this.openCount++;
+    this.openByOwner.set(socket.owner, (this.openByOwner.get(socket.owner) ?? 0) + 1);
     this.events.emit(id, 'created', {
       family: socket.family,
       socketType: socket.type,
@@ -199,7 +202,7 @@ export class Registry {
 
   /** The user's quota (429) and the service's ceiling (503 EMFILE: the service's own descriptor budget). */
   private checkCeiling(syscall: string, user: User, needed = 1): void {
-    const mine = this.list({ owner: user.name }).filter((s) => s.isOpen).length;
+    const mine = this.openByOwner.get(user.name) ?? 0;
     if (mine + needed > user.limits.sockets)
       throw errors.quota(`${syscall}: user '${user.name}' holds ${mine} open sockets, the limit is ${user.limits.sockets}`);
     if (this.openCount + needed <= this.config.maxSockets) return;
@@ -213,6 +216,9 @@ export class Registry {
 
   private onClosed(socket: ManagedSocket): void {
     this.openCount--;
+    const left = (this.openByOwner.get(socket.owner) ?? 1) - 1;
+    if (left > 0) this.openByOwner.set(socket.owner, left);
+    else this.openByOwner.delete(socket.owner);
     this.closed.push(socket);
     if (this.closed.length > this.config.closedRetentionMax) this.forget(this.closed.shift()!);
   }
