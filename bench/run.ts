@@ -6,15 +6,14 @@
  *   --quick                 small sizes, under a minute in all
  *   --only=1,3              some scenarios (no RESULTS.md then)
  *   --service-dir=PATH      benchmark another checkout of sockctl (built), e.g. an older commit
- *   --profile               TCP → WebSocket with the service and the relay under --cpu-prof, analysed
- *   --profile-cycle         the control plane's lab cycle under --cpu-prof, analysed
- *   --profile-fanout        a fan-out round (100 observers) under --cpu-prof, analysed
+ *   --profile[=WHAT]        one workload under --cpu-prof, analysed (no table): tcp-ws (the default)
+ *                           or ws-tcp (the service and the relay), send, recv, cycle (the lab cycle), fanout
  */
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type Ctx, type Scenario } from './lib/context.js';
 import { IpcChild } from './lib/ipc-child.js';
-import { profileFanout, profileLabCycle, profileTcpToWs } from './profile.js';
+import { profile, PROFILES, type ProfileName } from './profile.js';
 import { killAll, machineCpu } from './lib/procs.js';
 import { machine, table, writeResults, type ScenarioResult } from './lib/report.js';
 import { Service, setServiceDir, startRelay, startWebsockify } from './lib/service.js';
@@ -24,25 +23,30 @@ import { latency } from './scenarios/latency.js';
 import { scale } from './scenarios/scale.js';
 import { tcpToWs, wsToTcp } from './scenarios/throughput.js';
 
+// a bare `--profile` means `--profile=tcp-ws` (parseArgs wants a value for a string option)
+const argv = process.argv.slice(2).map((a) => (a === '--profile' ? '--profile=' : a));
 const { values } = parseArgs({
+  args: argv,
   options: {
     quick: { type: 'boolean', default: false },
     only: { type: 'string' },
     'service-dir': { type: 'string' },
-    profile: { type: 'boolean', default: false },
-    'profile-cycle': { type: 'boolean', default: false },
-    'profile-fanout': { type: 'boolean', default: false },
+    profile: { type: 'string' },
   },
 });
 
-const SCENARIOS: [string, Scenario][] = [
-  ['1', tcpToWs],
-  ['2', wsToTcp],
-  ['3', latency],
-  ['4', controlPlane],
-  ['5', scale],
-  ['6', fanout],
+/** The scenarios, by the number issue 6 gives them; `service`: it runs against ctx.service. */
+const SCENARIOS: { id: string; run: Scenario; service: boolean }[] = [
+  { id: '1', run: tcpToWs, service: true },
+  { id: '2', run: wsToTcp, service: true },
+  { id: '3', run: latency, service: true },
+  { id: '4', run: controlPlane, service: true },
+  { id: '5', run: scale, service: false }, // starts its own two services, with a high RLIMIT_NOFILE
+  { id: '6', run: fanout, service: true },
 ];
+
+/** Each scenario gets a fresh service, so that none inherits another's state (closed sockets, heap, JIT). */
+const startService = () => Service.start({ env: { SOCKCTL_MAX_SOCKETS: '2000' } });
 
 async function main(): Promise<void> {
   const started = Date.now();
@@ -58,30 +62,35 @@ async function main(): Promise<void> {
     killAll();
     process.exit(2);
   }, limitMs).unref();
-  if (values.profile) return profileTcpToWs(log, quick);
-  if (values['profile-cycle']) return profileLabCycle(log, quick);
-  if (values['profile-fanout']) return profileFanout(log, quick);
-  const [service, relay, peer] = await Promise.all([
-    Service.start({ env: { SOCKCTL_MAX_SOCKETS: '2000' } }),
+  if (values.profile !== undefined) {
+    const what = (values.profile || 'tcp-ws') as ProfileName;
+    if (!PROFILES.includes(what)) throw new Error(`--profile=${what}: expected one of ${PROFILES.join(', ')}`);
+    return profile(what, log, quick);
+  }
+  const chosen = SCENARIOS.filter((s) => !only || only.includes(s.id));
+  const [first, relay, peer] = await Promise.all([
+    chosen[0]?.service ? startService() : undefined,
     startRelay(),
     IpcChild.start('peer', 'bench/lib/peer.ts'),
   ]);
-  const ctx: Ctx = { quick, service, relay, websockify: null, peer, log, notes: [] };
-  const peerPort = (await peer.call<{ port: number }>('listen')).port;
-  ctx.websockify = await startWebsockify(peerPort).catch((e: unknown) => {
-    ctx.notes.push(`websockify found but did not start: ${e instanceof Error ? e.message : String(e)}`);
-    return null;
-  });
-  if (!ctx.websockify && !ctx.notes.length) ctx.notes.push('websockify is not installed (`which websockify` found nothing): its rows are skipped; `apt-get install websockify` adds them');
+  const ctx: Ctx = { quick, service: first!, relay, websockify: null, peer, log, notes: [] };
   const rows: ScenarioResult[] = [];
   const failures: string[] = [];
   try {
-    for (const [id, scenario] of SCENARIOS) {
-      if (only && !only.includes(id)) continue;
-      const cpu0 = machineCpu();
-      const t0 = Date.now();
+    const peerPort = (await peer.call<{ port: number }>('listen')).port;
+    ctx.websockify = await startWebsockify(peerPort).catch((e: unknown) => {
+      ctx.notes.push(`websockify found but did not start: ${e instanceof Error ? e.message : String(e)}`);
+      return null;
+    });
+    if (!ctx.websockify && !ctx.notes.length)
+      ctx.notes.push('websockify is not installed (`which websockify` found nothing): its rows are skipped; `apt-get install websockify` adds them');
+    let service = first;
+    for (const { id, run, service: needsService } of chosen) {
       try {
-        rows.push(...(await scenario(ctx)));
+        if (needsService) ctx.service = service ??= await startService();
+        const cpu0 = machineCpu();
+        const t0 = Date.now();
+        rows.push(...(await run(ctx)));
         // other processes on this machine (tests, builds) take cores from the bench: say so
         const cpu1 = machineCpu();
         const foreign = (cpu1.all - cpu0.all - (cpu1.ours - cpu0.ours)) / ((Date.now() - t0) / 1000);
@@ -93,10 +102,13 @@ async function main(): Promise<void> {
       } catch (e) {
         log(`scenario ${id} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
         failures.push(`scenario ${id} failed: ${e instanceof Error ? e.message : String(e)}`);
+      } finally {
+        await service?.stop();
+        service = undefined;
       }
     }
   } finally {
-    await Promise.allSettled([service.stop(), relay.proc.stop(), peer.stop(), ctx.websockify?.proc.stop()]);
+    await Promise.allSettled([relay.proc.stop(), peer.stop(), ctx.websockify?.proc.stop()]);
   }
   process.stdout.write(`\n${table(rows)}\n\n`);
   for (const n of [...ctx.notes, ...failures]) process.stdout.write(`- ${n}\n`);

@@ -7,7 +7,9 @@
  *   `syscall` the syscall name ("bind", "connect", ...), message "<syscall>: <strerror>";
  *   `syscall` is the real syscall: accept → "accept4", send → "send" or "sendto" (with `to`),
  *   sendv → "sendmsg", recv → "recvmsg", the sockopt functions and tcpInfo → "getsockopt"/"setsockopt",
- *   ioctlInt → "ioctl", createPoller → "uv_poll_init", Poller.start → "uv_poll_start";
+ *   ioctlInt → "ioctl", createPoller → "uv_poll_init", Poller.start → "uv_poll_start"; the reader's
+ *   read errors → "recvmsg" (passed to its callback, not thrown), Poller.startReading on a non-stream fd →
+ *   EOPNOTSUPP with syscall "startReading" (no syscall refuses it: the reader does);
  * - an address string inet_pton rejects throws code "EINVAL" (errno 22), message
  *   "<syscall>: invalid address '<addr>'"; a Unix path longer than sun_path throws "ENAMETOOLONG";
  *   an unknown family throws "EAFNOSUPPORT" (all without making the syscall);
@@ -65,23 +67,79 @@ export interface TcpInfo {
   totalRetrans: number;
 }
 
-/** A one-shot readiness watch on one fd (uv_poll). At most one Poller per fd. */
+/**
+ * The reader's callback, one per readable event that read something, hit EOF or failed: the slots filled
+ * (in stream order) and how many bytes each holds; `eof` when recvmsg returned 0 (after the data of this
+ * call: reading is over); `error` when recvmsg failed (an Error with code, errno, syscall "recvmsg", after
+ * the data of this call; reading is paused until resumeReading()). Each slot listed is JS's until
+ * release(slot): its bytes are `new Uint8Array(pool, slot * slotBytes, length)`.
+ */
+export type ReadCallback = (slots: number[], lengths: number[], eof: boolean, error: (Error & { code: string; errno: number; syscall: string }) | null) => void;
+
+export interface PollerStats {
+  /** libuv poll callbacks so far (JS waits and reader alike): a poll left armed while idle shows here. */
+  wakeups: number;
+  /** recvmsg calls of the reader. */
+  reads: number;
+  /** Readable events where the reader found nothing to read (EAGAIN at once). */
+  emptyReads: number;
+  /** Calls of the reader's callback. */
+  readCallbacks: number;
+  /** The events the poll is armed with now (POLL_READABLE | POLL_WRITABLE; 0 = stopped). */
+  armed: number;
+  reading: boolean;
+  slots: number;
+  freeSlots: number;
+  paused: boolean;
+  eof: boolean;
+}
+
+/**
+ * A readiness watch on one fd (uv_poll). At most one Poller per fd (libuv allows one poll handle per fd),
+ * so it serves two users: one-shot JS waits (start/stop) and the streaming reader (startReading...). The
+ * poll is armed with the union of the two and stopped when neither needs it.
+ */
 export interface Poller {
   /**
-   * Arm for `events` (POLL_READABLE | POLL_WRITABLE). The callback given to createPoller is called at most
-   * once per start: the poll is stopped inside the libuv callback before JS runs (level-triggered polling
-   * would busy-loop). Calling start while armed re-arms with the new events.
+   * Arm the one-shot wait for `events` (POLL_READABLE | POLL_WRITABLE). The callback given to createPoller
+   * is called at most once per start, when one of these events fires: they are cleared inside the libuv
+   * callback before JS runs (level-triggered polling would busy-loop); the callback gets the ones that
+   * fired. Calling start while armed re-arms with the new events. The reader's interest is separate.
    */
   start(events: number): void;
-  /** Disarm; no callback follows. Idempotent. */
+  /** Disarm the one-shot wait; no callback follows. Idempotent. The reader, if any, goes on. */
   stop(): void;
   /**
    * Stop and release the uv handle (uv_close); no callback follows and start() then throws EBADF.
-   * Must be called before the fd is closed (native.close(fd) closes any Poller still open on that fd first,
-   * as a safety net). Idempotent. A Poller that is garbage-collected is closed by its finalizer: keep a
-   * reference while waiting on it.
+   * Stops the reader too (as stopReading). Must be called before the fd is closed (native.close(fd) closes
+   * any Poller still open on that fd first, as a safety net). Idempotent. A Poller that is garbage-collected
+   * is closed by its finalizer: keep a reference while waiting on it.
    */
   close(): void;
+  /**
+   * Reading mode, for a SOCK_STREAM fd (anything else throws EOPNOTSUPP, syscall "startReading"): allocates
+   * a pool of `slots` slots of `slotBytes` once and returns it (an ArrayBuffer; V8 owns it, so views of it
+   * stay valid after the reader stops). While reading is on, not paused, not at EOF and a slot is free, the
+   * poll stays armed for readable; each readable event reads with recvmsg(MSG_DONTWAIT) into free slots
+   * until EAGAIN, a short read, `budgetBytes` or no free slot, then calls `onRead` once (napi_make_callback,
+   * like the wait callback; an exception goes to process 'uncaughtException'). Throws ERR_INVALID_STATE if
+   * already reading. slots 1..1024, slotBytes 1..64 MiB, the pool at most 1 GiB.
+   */
+  startReading(slots: number, slotBytes: number, budgetBytes: number, onRead: ReadCallback): ArrayBuffer;
+  /**
+   * Gives a slot back to the reader (call it once the bytes were written out, e.g. from the write's
+   * completion callback: not when a write call returns). Re-arms the poll if the pool was empty. Returns
+   * false (and does nothing) when the slot is not held: released already, or the reader stopped.
+   */
+  release(slot: number): boolean;
+  /** Stop reading (no read interest, no callback) until resumeReading(). No-op without a reader. */
+  pauseReading(): void;
+  /** Read again after pauseReading() or an error. No-op without a reader; nothing more after EOF. */
+  resumeReading(): void;
+  /** Ends the reading mode: no callback follows, slots JS still holds need no release. Idempotent. */
+  stopReading(): void;
+  /** Counters and the reader's state, for tests and diagnostics. */
+  stats(): PollerStats;
 }
 
 export type ConstantName =

@@ -3,7 +3,9 @@
  *
  * Each exported socket function makes exactly one syscall and reports failure as an Error with
  * code = errno name, errno = number, syscall = the syscall's real name. libuv is used only by the
- * Poller, a one-shot readiness watch (uv_poll_t) that lets JS wait for an fd without blocking.
+ * Poller, a one-shot readiness watch (uv_poll_t) that lets JS wait for an fd without blocking, and whose
+ * reading mode is the streaming data path: it reads a stream into a fixed pool of slots while the fd is
+ * readable and hands JS the filled slots, one callback per readable event (DESIGN.md section 1).
  */
 #ifndef NAPI_VERSION
 #define NAPI_VERSION 8
@@ -776,7 +778,61 @@ static napi_value js_fd_count(napi_env env, napi_callback_info info) {
     return make_num(env, count);
 }
 
-/* ---- Poller: a one-shot uv_poll_t --------------------------------------------------------------- */
+/* ---- Poller: a one-shot uv_poll_t, with a reading mode ------------------------------------------ */
+
+/*
+ * One uv_poll per fd (libuv allows no more), shared by two users:
+ * - JS waits (start/stop): one-shot. The events start() asked for are cleared when one of them fires,
+ *   before JS runs; with nothing else armed the poll is stopped (uv_poll is level-triggered: left armed,
+ *   it would call back on every loop iteration until the fd is drained, which JS may do much later).
+ * - the reader (startReading...): persistent readable interest while it can read (reader_can_read).
+ * poller_update arms the union, and calls into libuv only when that union changes.
+ */
+
+#define READER_MAX_SLOTS 1024
+#define READER_MAX_SLOT_BYTES (64u * 1024 * 1024)
+#define READER_MAX_POOL_BYTES (1024.0 * 1024 * 1024)
+#define READER_MAX_IOV 64
+
+static bool reader_can_read(const reader_t *r) {
+    return r != NULL && !r->paused && !r->eof && r->nfree > 0;
+}
+
+static void on_poll(uv_poll_t *h, int status, int events);
+
+/* Arms the poll for the JS waits' events plus readable while the reader can read; 0 or a libuv error. */
+static int poller_update(poller_t *p) {
+    if (!p->open)
+        return 0;
+    int want = p->js_events | (reader_can_read(p->reader) ? UV_READABLE : 0);
+    if (want == p->armed)
+        return 0;
+    if (want == 0) {
+        uv_poll_stop(&p->handle);
+        p->armed = 0;
+        return 0;
+    }
+    int rc = uv_poll_start(&p->handle, want, on_poll); /* re-arms with the new events if started */
+    p->armed = rc < 0 ? 0 : want;
+    return rc;
+}
+
+/* Ends the reading mode; the pool's memory goes when JS drops its last view of it. */
+static void reader_free(poller_t *p) {
+    reader_t *r = p->reader;
+    if (r == NULL)
+        return;
+    p->reader = NULL;
+    if (r->cb != NULL)
+        napi_delete_reference(p->env, r->cb);
+    if (r->pool != NULL)
+        napi_delete_reference(p->env, r->pool);
+    free(r->free);
+    free(r->held);
+    free(r->out_slot);
+    free(r->out_len);
+    free(r);
+}
 
 static void on_uv_closed(uv_handle_t *h) {
     poller_t *p = h->data;
@@ -797,6 +853,9 @@ static void poller_close(poller_t *p) {
     if (p->next)
         p->next->prev = p->prev;
     uv_close((uv_handle_t *)&p->handle, on_uv_closed); /* stops the poll and takes the fd out of epoll */
+    p->armed = 0;
+    p->js_events = 0;
+    reader_free(p);
     if (p->cb != NULL)
         napi_delete_reference(p->env, p->cb);
     if (p->actx != NULL)
@@ -815,31 +874,147 @@ static void poller_finalize(napi_env env, void *data, void *hint) {
         free(p);
 }
 
+/*
+ * One readable event of the reader: recvmsg into free slots until EAGAIN, a short read (the queue is
+ * drained), EOF, an error, `budget` bytes or no free slot. Fills r->out_slot/out_len; returns the count.
+ */
+static uint32_t reader_read(poller_t *p, reader_t *r, bool *eof, int *err) {
+    size_t total = 0;
+    uint32_t count = 0;
+    *eof = false;
+    *err = 0;
+    while (r->nfree > 0 && total < r->budget) {
+        struct iovec iov[READER_MAX_IOV];
+        uint32_t idx[READER_MAX_IOV];
+        uint32_t k = 0;
+        while (k < READER_MAX_IOV && r->nfree > 0 && (size_t)k * r->slot_bytes < r->budget - total) {
+            uint32_t s = r->free[--r->nfree];
+            idx[k] = s;
+            iov[k].iov_base = r->base + (size_t)s * r->slot_bytes;
+            iov[k].iov_len = r->slot_bytes;
+            k++;
+        }
+        struct msghdr msg = { .msg_iov = iov, .msg_iovlen = k };
+        ssize_t n = recvmsg(p->fd, &msg, MSG_DONTWAIT);
+        int e = errno;
+        p->reads++;
+        size_t left = n > 0 ? (size_t)n : 0;
+        uint32_t used = 0;
+        for (; used < k && left > 0; used++) {
+            size_t take = left < r->slot_bytes ? left : r->slot_bytes;
+            r->held[idx[used]] = 1;
+            r->out_slot[count] = idx[used];
+            r->out_len[count++] = (uint32_t)take;
+            left -= take;
+        }
+        for (uint32_t i = k; i > used; i--) /* unused slots back, so that the next pop takes them in order */
+            r->free[r->nfree++] = idx[i - 1];
+        if (n > 0) {
+            total += (size_t)n;
+            if ((size_t)n < (size_t)k * r->slot_bytes)
+                break; /* short: the receive queue is drained */
+            continue;
+        }
+        if (n == 0) {
+            *eof = true; /* a stream's EOF: final */
+            break;
+        }
+        if (e == EINTR)
+            continue;
+        if (e != EAGAIN && e != EWOULDBLOCK)
+            *err = e;
+        break;
+    }
+    return count;
+}
+
+/* Calls JS through napi_make_callback (see on_poll); an exception goes to process 'uncaughtException'. */
+static void poller_call(poller_t *p, napi_value cb, size_t argc, napi_value *argv) {
+    napi_env env = p->env;
+    napi_value global, result, exc;
+    /* napi_make_callback, not napi_call_function: the nextTicks and microtasks the callback queues then
+     * run as it returns, as after Node's own I/O callbacks, not after the whole epoll batch. */
+    if (napi_get_global(env, &global) == napi_ok &&
+        napi_make_callback(env, p->actx, global, cb, argc, argv, &result) == napi_pending_exception &&
+        napi_get_and_clear_last_exception(env, &exc) == napi_ok)
+        napi_fatal_exception(env, exc); /* no JS caller to throw to */
+}
+
+/* The reader's callback: onRead(slots, lengths, eof, error). Nothing of the reader is used after it. */
+static void reader_deliver(poller_t *p, reader_t *r, uint32_t count, bool eof, int err) {
+    napi_env env = p->env;
+    napi_value cb, argv[4], v;
+    bool ok = napi_get_reference_value(env, r->cb, &cb) == napi_ok && cb != NULL &&
+              napi_create_array_with_length(env, count, &argv[0]) == napi_ok &&
+              napi_create_array_with_length(env, count, &argv[1]) == napi_ok;
+    for (uint32_t i = 0; ok && i < count; i++)
+        ok = napi_create_uint32(env, r->out_slot[i], &v) == napi_ok && napi_set_element(env, argv[0], i, v) == napi_ok &&
+             napi_create_uint32(env, r->out_len[i], &v) == napi_ok && napi_set_element(env, argv[1], i, v) == napi_ok;
+    ok = ok && napi_get_boolean(env, eof, &argv[2]) == napi_ok &&
+         (err != 0 ? (argv[3] = errno_error(env, "recvmsg", err)) != NULL : napi_get_null(env, &argv[3]) == napi_ok);
+    if (!ok) { /* JS never sees these slots: take them back (the bytes are lost, as with any failed read) */
+        bool pending = false;
+        for (uint32_t i = 0; i < count; i++) {
+            r->held[r->out_slot[i]] = 0;
+            r->free[r->nfree++] = r->out_slot[i];
+        }
+        poller_update(p);
+        if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+            napi_value exc;
+            if (napi_get_and_clear_last_exception(env, &exc) == napi_ok)
+                napi_fatal_exception(env, exc);
+        }
+        return;
+    }
+    p->read_callbacks++;
+    poller_call(p, cb, 4, argv);
+}
+
 static void on_poll(uv_poll_t *h, int status, int events) {
     poller_t *p = h->data;
     napi_env env = p->env;
     napi_handle_scope scope;
-    napi_value cb, global, argv[2], result, exc;
-    /* One-shot: stop before JS runs. uv_poll is level-triggered: left armed, it would call back on every
-     * loop iteration until the fd is drained, which the JS side may do much later. */
-    if (!uv_is_closing((uv_handle_t *)h))
-        uv_poll_stop(h);
-    if (!p->open || p->cb == NULL)
-        return;
-    /* libuv reports POLLERR as status UV_EBADF with no events: report both events so that every waiter
-     * retries its syscall and gets the real errno from it. */
-    if (status < 0)
+    p->wakeups++;
+    /* libuv reports POLLERR as status UV_EBADF with no events, and stops the handle itself: report both
+     * events, so that every waiter retries its syscall and gets the real errno from it (and the reader
+     * reads it: data still queued first, then the error). */
+    if (status < 0) {
+        p->armed = 0;
         events = UV_READABLE | UV_WRITABLE;
+    }
+    if (!p->open)
+        return;
+    int js = p->js_events & events;
+    if (js)
+        p->js_events = 0; /* one-shot: cleared before JS runs */
+    reader_t *r = p->reader;
+    uint32_t count = 0;
+    bool eof = false, deliver = false;
+    int err = 0;
+    if (reader_can_read(r) && (events & UV_READABLE)) {
+        count = reader_read(p, r, &eof, &err);
+        if (eof)
+            r->eof = true;
+        if (err != 0)
+            r->paused = true; /* until JS resumes: it decides whether to read on (ECONNRESET, then EOF) */
+        deliver = count > 0 || eof || err != 0;
+        if (!deliver)
+            p->empty_reads++;
+    }
+    poller_update(p); /* before JS runs: readable stays armed only while the reader can read */
+    if (!deliver && !js)
+        return;
     if (napi_open_handle_scope(env, &scope) != napi_ok)
         return;
-    if (napi_get_reference_value(env, p->cb, &cb) == napi_ok && cb != NULL &&
-        napi_get_global(env, &global) == napi_ok && napi_create_int32(env, status, &argv[0]) == napi_ok &&
-        napi_create_int32(env, events, &argv[1]) == napi_ok &&
-        /* napi_make_callback, not napi_call_function: the nextTicks and microtasks the callback queues
-         * then run as it returns, as after Node's own I/O callbacks, not after the whole epoll batch. */
-        napi_make_callback(env, p->actx, global, cb, 2, argv, &result) == napi_pending_exception &&
-        napi_get_and_clear_last_exception(env, &exc) == napi_ok)
-        napi_fatal_exception(env, exc); /* no JS caller to throw to: process 'uncaughtException' */
+    if (deliver)
+        reader_deliver(p, r, count, eof, err); /* JS may stop the reader or close the poller meanwhile */
+    if (js && p->open && p->cb != NULL) {
+        napi_value cb, argv[2];
+        if (napi_get_reference_value(env, p->cb, &cb) == napi_ok && cb != NULL &&
+            napi_create_int32(env, status, &argv[0]) == napi_ok &&
+            napi_create_int32(env, status < 0 ? UV_READABLE | UV_WRITABLE : js, &argv[1]) == napi_ok)
+            poller_call(p, cb, 2, argv);
+    }
     napi_close_handle_scope(env, scope);
 }
 
@@ -862,16 +1037,22 @@ static napi_value js_poller_start(napi_env env, napi_callback_info info) {
         FAIL(range_error(env, "events", 0, all));
     if (!p->open)
         FAIL(throw_errno(env, "uv_poll_start", EBADF));
-    int rc = uv_poll_start(&p->handle, events, on_poll); /* re-arms with the new events if started */
-    if (rc < 0)
+    int before = p->js_events;
+    p->js_events = events;
+    int rc = poller_update(p);
+    if (rc < 0) {
+        p->js_events = before;
         FAIL(throw_errno(env, "uv_poll_start", -rc));
+    }
     return NULL;
 }
 
 static napi_value js_poller_stop(napi_env env, napi_callback_info info) {
     poller_t *p = this_poller(env, info, NULL, 0);
-    if (p != NULL && p->open)
-        uv_poll_stop(&p->handle);
+    if (p != NULL && p->open) {
+        p->js_events = 0;
+        poller_update(p);
+    }
     return NULL;
 }
 
@@ -880,6 +1061,120 @@ static napi_value js_poller_close(napi_env env, napi_callback_info info) {
     if (p != NULL)
         poller_close(p);
     return NULL;
+}
+
+/* startReading(slots, slotBytes, budgetBytes, onRead): the pool's ArrayBuffer. */
+static napi_value js_poller_start_reading(napi_env env, napi_callback_info info) {
+    napi_value argv[4], ab;
+    poller_t *p = this_poller(env, info, argv, 4);
+    double slots, slot_bytes, budget;
+    int type = 0;
+    socklen_t len = sizeof type;
+    void *data = NULL;
+    REQUIRE(p != NULL && get_integer(env, argv[0], "slots", 1, READER_MAX_SLOTS, &slots) &&
+            get_integer(env, argv[1], "slotBytes", 1, READER_MAX_SLOT_BYTES, &slot_bytes) &&
+            get_integer(env, argv[2], "budgetBytes", 1, UINT32_MAX, &budget));
+    if (!is_type(env, argv[3], napi_function))
+        FAIL(type_error(env, "onRead", "function"));
+    if (slots * slot_bytes > READER_MAX_POOL_BYTES)
+        FAIL(range_error(env, "slots * slotBytes", 1, READER_MAX_POOL_BYTES));
+    if (!p->open)
+        FAIL(throw_errno(env, "uv_poll_start", EBADF));
+    if (p->reader != NULL)
+        FAIL(napi_throw_error(env, "ERR_INVALID_STATE", "startReading: this Poller is already reading"));
+    /* A stream only: a datagram per slot would need one recvmsg per slot, and its EOF is no EOF. */
+    if (getsockopt(p->fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+        SYSFAIL(env, "getsockopt");
+    if (type != SOCK_STREAM)
+        FAIL(throw_error(env, "EOPNOTSUPP", EOPNOTSUPP, "startReading", "reading mode is for SOCK_STREAM sockets"));
+    reader_t *r = calloc(1, sizeof *r);
+    uint32_t n = (uint32_t)slots;
+    if (r == NULL || (r->free = calloc(n, sizeof *r->free)) == NULL || (r->held = calloc(n, 1)) == NULL ||
+        (r->out_slot = calloc(n, sizeof *r->out_slot)) == NULL || (r->out_len = calloc(n, sizeof *r->out_len)) == NULL) {
+        if (r != NULL) {
+            free(r->free);
+            free(r->held);
+            free(r->out_slot);
+            free(r);
+        }
+        FAIL(throw_errno(env, "startReading", ENOMEM));
+    }
+    p->reader = r; /* from here reader_free undoes everything */
+    r->nslots = n;
+    r->slot_bytes = (size_t)slot_bytes;
+    r->budget = (size_t)budget;
+    for (uint32_t i = 0; i < n; i++) /* slot 0 is popped first */
+        r->free[r->nfree++] = n - 1 - i;
+    /* V8 allocates (zeroed) and owns the memory: views JS keeps outlive the reader safely. */
+    if (napi_create_arraybuffer(env, (size_t)n * r->slot_bytes, &data, &ab) != napi_ok ||
+        napi_create_reference(env, ab, 1, &r->pool) != napi_ok ||
+        napi_create_reference(env, argv[3], 1, &r->cb) != napi_ok) {
+        napi_failed(env, "startReading");
+        reader_free(p);
+        return NULL;
+    }
+    r->base = data;
+    int rc = poller_update(p);
+    if (rc < 0) {
+        reader_free(p);
+        FAIL(throw_errno(env, "uv_poll_start", -rc));
+    }
+    return ab;
+}
+
+static napi_value js_poller_release(napi_env env, napi_callback_info info) {
+    napi_value argv[1], v;
+    poller_t *p = this_poller(env, info, argv, 1);
+    double slot;
+    bool released = false;
+    REQUIRE(p != NULL && get_integer(env, argv[0], "slot", 0, READER_MAX_SLOTS - 1, &slot));
+    reader_t *r = p->reader;
+    if (r != NULL && (uint32_t)slot < r->nslots && r->held[(uint32_t)slot]) {
+        r->held[(uint32_t)slot] = 0;
+        r->free[r->nfree++] = (uint32_t)slot;
+        released = true;
+        if (r->nfree == 1)
+            poller_update(p); /* the pool was empty: readable again */
+    }
+    NAPI_CALL(env, napi_get_boolean(env, released, &v));
+    return v;
+}
+
+/* pauseReading / resumeReading / stopReading: no-ops without a reader. */
+static napi_value reader_op(napi_env env, napi_callback_info info, int op) {
+    poller_t *p = this_poller(env, info, NULL, 0);
+    if (p == NULL || p->reader == NULL)
+        return NULL;
+    if (op == 2)
+        reader_free(p);
+    else
+        p->reader->paused = op == 0;
+    int rc = poller_update(p);
+    if (rc < 0)
+        FAIL(throw_errno(env, "uv_poll_start", -rc));
+    return NULL;
+}
+static napi_value js_poller_pause_reading(napi_env env, napi_callback_info info) { return reader_op(env, info, 0); }
+static napi_value js_poller_resume_reading(napi_env env, napi_callback_info info) { return reader_op(env, info, 1); }
+static napi_value js_poller_stop_reading(napi_env env, napi_callback_info info) { return reader_op(env, info, 2); }
+
+static napi_value js_poller_stats(napi_env env, napi_callback_info info) {
+    poller_t *p = this_poller(env, info, NULL, 0);
+    napi_value obj;
+    REQUIRE(p != NULL);
+    reader_t *r = p->reader;
+    NAPI_CALL(env, napi_create_object(env, &obj));
+    NAPI_CALL(env, set_num(env, obj, "wakeups", (double)p->wakeups));
+    NAPI_CALL(env, set_num(env, obj, "reads", (double)p->reads));
+    NAPI_CALL(env, set_num(env, obj, "emptyReads", (double)p->empty_reads));
+    NAPI_CALL(env, set_num(env, obj, "readCallbacks", (double)p->read_callbacks));
+    NAPI_CALL(env, set_num(env, obj, "armed", p->armed));
+    NAPI_CALL(env, set_bool(env, obj, "reading", r != NULL));
+    NAPI_CALL(env, set_num(env, obj, "slots", r ? r->nslots : 0));
+    NAPI_CALL(env, set_num(env, obj, "freeSlots", r ? r->nfree : 0));
+    NAPI_CALL(env, set_bool(env, obj, "paused", r != NULL && r->paused));
+    NAPI_CALL(env, set_bool(env, obj, "eof", r != NULL && r->eof));
+    return obj;
 }
 
 static napi_value js_poller_ctor(napi_env env, napi_callback_info info) {
@@ -984,6 +1279,9 @@ NAPI_MODULE_INIT() {
     addon_t *addon = calloc(1, sizeof *addon);
     const napi_property_descriptor methods[] = {
         METHOD("start", js_poller_start), METHOD("stop", js_poller_stop), METHOD("close", js_poller_close),
+        METHOD("startReading", js_poller_start_reading), METHOD("release", js_poller_release),
+        METHOD("pauseReading", js_poller_pause_reading), METHOD("resumeReading", js_poller_resume_reading),
+        METHOD("stopReading", js_poller_stop_reading), METHOD("stats", js_poller_stats),
     };
     const napi_property_descriptor fns[] = {
         FN("socket", js_socket), FN("socketpair", js_socketpair), FN("bind", js_bind), FN("listen", js_listen),

@@ -26,6 +26,7 @@ describe('kernel events', () => {
     await until(() => ofType(l.id, 'pending').some((e) => e.pending === 1), 'pending 1');
     const a = await post(`/v1/sockets/${l.id}/accept`, { timeoutMs: 1000 });
     await until(() => ofType(l.id, 'pending').some((e) => e.pending === 0), 'pending 0');
+    t.app.kernelMonitor.tick(); // baselines of both ends (ESTABLISHED), whatever the sampler's timing
 
     // the client closes first: FIN_WAIT2 once the peer acked, then TIME_WAIT after the peer's FIN
     await post(`/v1/sockets/${c.id}/shutdown`, { how: 'SHUT_WR' });

@@ -1,7 +1,8 @@
 import { alternate, type Ctx } from '../lib/context.js';
 import { RawHttp, rate } from '../lib/raw-http.js';
 import { row, type ScenarioResult } from '../lib/report.js';
-import { startBareFastify, TOKEN } from '../lib/service.js';
+import type { IpcChild } from '../lib/ipc-child.js';
+import { startBareFastify, TOKEN, type Service } from '../lib/service.js';
 import { summarize } from '../lib/stats.js';
 
 export const WORKERS = 4;
@@ -27,6 +28,39 @@ export async function labCycle(h: RawHttp): Promise<void> {
   await h.json('DELETE', `/v1/sockets/${l.id}`);
 }
 
+type Op = (h: RawHttp, worker: number) => Promise<unknown>;
+
+/**
+ * One sockctl TCP socket per worker connected to the peer for `send` (the peer reads everything) and one
+ * for `recv` (the peer keeps it full), so that neither call ever waits; the calls, and their clean-up.
+ */
+export async function callTargets(service: Service, peer: IpcChild): Promise<{ ops: { send: Op; recv: Op; cycle: Op }; cleanup: () => Promise<void> }> {
+  const { port } = await peer.call<{ port: number }>('listen');
+  const pairs: { id: string; conn: number }[] = [];
+  for (let i = 0; i < 2 * WORKERS; i++) {
+    const s = await service.call<{ id: string }>('POST', '/v1/sockets', { family: 'inet', type: 'stream', label: 'bench-cp' });
+    await service.call('POST', `/v1/sockets/${s.id}/connect`, { address: '127.0.0.1', port });
+    const { conn } = await peer.call<{ conn: number }>('accept');
+    pairs.push({ id: s.id, conn });
+  }
+  const senders = pairs.slice(0, WORKERS);
+  const receivers = pairs.slice(WORKERS);
+  for (const r of receivers) await peer.call('feed', { conn: r.conn });
+  return {
+    ops: {
+      send: (h, i) => h.json('POST', `/v1/sockets/${senders[i]!.id}/send`, { data: 'x' }),
+      recv: (h, i) => h.json('POST', `/v1/sockets/${receivers[i]!.id}/recv`, { maxBytes: 64 }),
+      cycle: labCycle,
+    },
+    async cleanup() {
+      for (const p of pairs) {
+        await peer.call('close', { conn: p.conn });
+        await service.close(p.id);
+      }
+    },
+  };
+}
+
 /** Scenario 4: single calls per second vs a bare fastify route with the same body validation (goal >= 0.5x). */
 export async function controlPlane(ctx: Ctx): Promise<ScenarioResult[]> {
   const { service, peer } = ctx;
@@ -36,22 +70,9 @@ export async function controlPlane(ctx: Ctx): Promise<ScenarioResult[]> {
   const bare = await startBareFastify();
   const sc = await Promise.all(Array.from({ length: WORKERS }, () => RawHttp.open(service.port, TOKEN)));
   const bc = await Promise.all(Array.from({ length: WORKERS }, () => RawHttp.open(bare.port)));
-  // one sockctl TCP socket per worker connected to the peer: the peer reads all sent to `senders`
-  // and keeps `receivers` full, so that neither call ever waits
-  const { port } = await peer.call<{ port: number }>('listen');
-  const pairs: { id: string; conn: number }[] = [];
-  for (let i = 0; i < 2 * WORKERS; i++) {
-    const s = await service.call('POST', '/v1/sockets', { family: 'inet', type: 'stream', label: 'bench-cp' });
-    await service.call('POST', `/v1/sockets/${s.id}/connect`, { address: '127.0.0.1', port });
-    const { conn } = await peer.call<{ conn: number }>('accept');
-    pairs.push({ id: s.id, conn });
-  }
-  const senders = pairs.slice(0, WORKERS);
-  const receivers = pairs.slice(WORKERS);
-  for (const r of receivers) await peer.call('feed', { conn: r.conn });
+  const { ops, cleanup } = await callTargets(service, peer);
   try {
-    const send = (h: RawHttp, i: number) => h.json('POST', `/v1/sockets/${senders[i]!.id}/send`, { data: 'x' });
-    const recv = (h: RawHttp, i: number) => h.json('POST', `/v1/sockets/${receivers[i]!.id}/recv`, { maxBytes: 64 });
+    const { send, recv } = ops;
     const bareSend = (h: RawHttp) => h.json('POST', '/v1/sockets/abc/send', { data: 'x' });
     // warm-up (JIT) of every path
     await rate(sc, 300, maxOps, send);
@@ -83,10 +104,7 @@ export async function controlPlane(ctx: Ctx): Promise<ScenarioResult[]> {
     ];
   } finally {
     for (const h of [...sc, ...bc]) h.close();
-    for (const p of pairs) {
-      await peer.call('close', { conn: p.conn });
-      await service.close(p.id);
-    }
+    await cleanup();
     await bare.proc.stop();
   }
 }

@@ -47,9 +47,12 @@ const READ_BUDGET = 1024 * 1024;
 const READER_SLOTS = 16;
 /** ...plus enough to hold the retention window without copying it (up to this many). */
 const RETAIN_SLOTS_MAX = 64;
+/** Slots for chunks of short reads in the window (measured: ~7% of chunks under a full-speed peer). */
+const RETAIN_SLOTS_SPARE = 6;
 
-/** Slots retention may hold for a window of `retainBytes`: one per READ_CHUNK, and one for a cut chunk. */
-const retainSlots = (retainBytes: number) => (retainBytes === 0 ? 0 : Math.min(RETAIN_SLOTS_MAX, Math.ceil(retainBytes / READ_CHUNK) + 1));
+/** Slots retention may hold for a window of `retainBytes`: one per READ_CHUNK, and some for partly filled ones. */
+const retainSlots = (retainBytes: number) =>
+  retainBytes === 0 ? 0 : Math.min(RETAIN_SLOTS_MAX, Math.ceil(retainBytes / READ_CHUNK) + RETAIN_SLOTS_SPARE);
 
 /**
  * A reader slot shared by the write that sends its bytes and by retention: it goes back to the reader when
@@ -103,12 +106,15 @@ class Retained {
     if (slot) this.slots++;
     const oldest = Date.now() - limitMs;
     while (this.head < this.chunks.length && (this.bytes > limitBytes || this.chunks[this.head]!.at < oldest)) this.dropOldest();
-    // too many slots held (small chunks): the oldest become copies, so that the reader keeps enough free
-    for (let i = this.head; this.slots > maxSlots && i < this.chunks.length; i++) {
-      const c = this.chunks[i]!;
-      if (!c.slot) continue;
-      c.data = Buffer.from(c.data);
-      this.release(c);
+    // too many slots held (short reads, small chunks): some become copies so that the reader keeps enough
+    // free; the small ones first (the cheapest copies), then the oldest
+    for (const small of [true, false]) {
+      for (let i = this.head; this.slots > maxSlots && i < this.chunks.length; i++) {
+        const c = this.chunks[i]!;
+        if (!c.slot || (small && c.data.length > READ_CHUNK / 4)) continue;
+        c.data = Buffer.from(c.data);
+        this.release(c);
+      }
     }
     if (this.head > 1024 && this.head * 2 > this.chunks.length) {
       this.chunks = this.chunks.slice(this.head);
@@ -119,6 +125,13 @@ class Retained {
   /** The earliest offset still held (or `end` when nothing is). */
   start(end: number): number {
     return this.chunks[this.head]?.offset ?? end;
+  }
+
+  /** Lets everything go (the socket closed: no resume can follow), and with it the reader pools held. */
+  clear(): void {
+    while (this.head < this.chunks.length) this.dropOldest();
+    this.chunks = [];
+    this.head = 0;
   }
 
   /** Chunks from `offset` on, the first one sliced; copies of those still in reader slots (reused later). */
@@ -291,6 +304,7 @@ export class Consumer {
     if (event.type === 'sent') return; // the client knows what it sent
     this.sink.text(JSON.stringify(event));
     if (event.type === 'closed') {
+      this.retained.clear();
       this.detach();
       this.sink.end(1000, 'socket closed');
     }
@@ -347,8 +361,8 @@ export class Consumer {
       if (this.abort.signal.aborted || !this.socket.isOpen) return;
       if (error) {
         // ECONNRESET and friends become an error event (and lastError); the next read sees EOF
-        if (this.socket.readFailed(error).statusCode === 502) reader.resume();
-        else reader.stop();
+        if (this.socket.readFailed(error).statusCode !== 502) reader.stop();
+        else if (!this.drained) reader.resume(); // else once the WebSocket drained
       }
       if (eof) {
         this.socket.accountRead(Buffer.alloc(0), true);
