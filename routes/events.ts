@@ -79,10 +79,12 @@ const events: FastifyPluginAsyncTypebox = async (app) => {
       const observer = new Observer(
         app.events,
         {
-          write: (json, seq) => {
-            if (!res.write(`id: ${seq}\nevent: ${JSON.parse(json).type}\ndata: ${json}\n\n`)) congested = true;
+          write: (json, seq, type) => {
+            if (!res.write(`id: ${seq}\nevent: ${type}\ndata: ${json}\n\n`)) congested = true;
           },
           congested: () => congested,
+          cork: () => res.cork(),
+          uncork: () => res.uncork(),
         },
         observerOptions(request.query, app.registry, request.user, app.config.observerQueue, after),
       );
@@ -110,14 +112,19 @@ const events: FastifyPluginAsyncTypebox = async (app) => {
         ws.close(4429, 'too many observers');
         return;
       }
+      const raw = (ws as unknown as { _socket?: import('node:net').Socket })._socket;
       const observer = new Observer(
         app.events,
         {
-          write: (json) => ws.send(json, () => observer.drain()),
+          write: (json) => ws.send(json),
           congested: () => ws.bufferedAmount > HIGH_WATER,
+          cork: () => raw?.cork(),
+          uncork: () => raw?.uncork(),
         },
         observerOptions(request.query, app.registry, request.user, app.config.observerQueue, request.query.after),
       );
+      // the TCP socket under the WebSocket: its 'drain' says the observer may write again
+      raw?.on('drain', () => observer.drain());
       ws.on('close', () => {
         observer.stop();
         release();

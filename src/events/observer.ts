@@ -3,10 +3,13 @@ import type { EventLog, SockEvent } from './event-log.js';
 
 /** A transport for events (WebSocket, SSE), as the observer needs it. */
 export interface EventSink {
-  /** Writes one event (already JSON); `seq` is for transports that label events (SSE ids). */
-  write(json: string, seq: number): void;
-  /** True while the transport holds more than it should: the observer queues instead of writing. */
+  /** Writes one event (already JSON); `seq` and `type` are for transports that label events (SSE). */
+  write(json: string, seq: number, type: string): void;
+  /** True while the transport holds more than it should: the observer keeps events queued. */
   congested(): boolean;
+  /** Optional: group the writes of one flush into one syscall. */
+  cork?(): void;
+  uncork?(): void;
 }
 
 export interface ObserverOptions {
@@ -21,17 +24,37 @@ export interface ObserverOptions {
   after?: number | undefined;
 }
 
+/** Events written per observer per turn of the event loop: the rest wait (or drop) so producers go on. */
+const BATCH = 256;
+
+/** One JSON text per event, shared by every observer (events are immutable once emitted). */
+const jsonCache = new WeakMap<SockEvent, string>();
+function jsonOf(e: SockEvent): string {
+  let json = jsonCache.get(e);
+  if (json === undefined) jsonCache.set(e, (json = JSON.stringify(e)));
+  return json;
+}
+
+interface Entry {
+  event: SockEvent;
+  /** The bytes as text, for observers that asked for data (encoded at once: payloads are only lent). */
+  data?: string;
+}
+
 /**
- * One dashboard subscriber (DESIGN.md section 5). It never slows a socket: events arrive synchronously from
- * the log, go straight to the transport while it keeps up, and otherwise wait in a bounded queue that
- * drops its oldest entries, reported by one `gap` event before the next delivered one.
+ * One dashboard subscriber (DESIGN.md section 5). It never slows a socket: the log hands it events
+ * synchronously and it only queues them (a bounded queue that drops its oldest entries, reported by one
+ * `gap` event before the next delivered one); writing happens later, a bounded batch per turn of the
+ * event loop, serialised once per event for all observers, and corked into one write per batch.
  */
 export class Observer {
-  private readonly queue: string[] = [];
-  private readonly seqs: number[] = [];
+  private queue: Entry[] = [];
+  private head = 0;
   private missed = 0;
   private lastMissedSeq = 0;
+  private scheduled: NodeJS.Immediate | undefined;
   private unsubscribe: (() => void) | undefined;
+  private stopped = false;
 
   constructor(
     private readonly log: EventLog,
@@ -43,65 +66,78 @@ export class Observer {
   start(): void {
     if (this.opts.after !== undefined) {
       const { events, missed } = this.log.since(this.opts.after);
-      if (missed > 0) this.gap(missed, this.opts.after + missed);
-      for (const e of events) if (this.opts.filter(e)) this.offer(JSON.stringify(e), e.seq);
+      if (missed > 0) {
+        this.missed += missed;
+        this.lastMissedSeq = this.opts.after + missed;
+      }
+      for (const e of events) if (this.opts.filter(e)) this.offer({ event: e });
     }
     this.unsubscribe = this.log.subscribe((event, payload) => {
       if (!this.opts.filter(event)) return;
-      const withData =
-        this.opts.withData && payload !== undefined
-          ? { ...event, data: payload.toString(this.opts.encoding), encoding: this.opts.encoding }
-          : event;
-      this.offer(JSON.stringify(withData), event.seq);
+      this.offer(this.opts.withData && payload !== undefined ? { event, data: payload.toString(this.opts.encoding) } : { event });
     });
+    this.schedule();
   }
 
-  /** The transport can take more: flush the queue, the gap notice first. */
+  /** The transport can take more. */
   drain(): void {
-    while (this.queue.length > 0 || this.missed > 0) {
-      if (this.sink.congested()) return;
-      if (this.missed > 0) {
-        const n = this.missed;
-        this.missed = 0;
-        this.sink.write(JSON.stringify(this.gapEvent(n, this.lastMissedSeq)), this.lastMissedSeq);
-        continue;
-      }
-      this.sink.write(this.queue.shift()!, this.seqs.shift()!);
-    }
+    if (this.queued > 0 || this.missed > 0) this.schedule();
   }
 
   stop(): void {
+    this.stopped = true;
     this.unsubscribe?.();
     this.unsubscribe = undefined;
-    this.queue.length = 0;
-    this.seqs.length = 0;
+    if (this.scheduled) clearImmediate(this.scheduled);
+    this.queue = [];
+    this.head = 0;
   }
 
   get queued(): number {
-    return this.queue.length;
+    return this.queue.length - this.head;
   }
 
-  private offer(json: string, seq: number): void {
-    if (this.queue.length === 0 && this.missed === 0 && !this.sink.congested()) {
-      this.sink.write(json, seq);
-      return;
-    }
-    this.queue.push(json);
-    this.seqs.push(seq);
-    if (this.queue.length > this.opts.capacity) {
-      this.queue.shift();
-      this.lastMissedSeq = this.seqs.shift()!;
+  private offer(entry: Entry): void {
+    this.queue.push(entry);
+    if (this.queued > this.opts.capacity) {
+      this.lastMissedSeq = this.queue[this.head]!.event.seq;
+      this.head++;
       this.missed++;
     }
+    this.schedule();
   }
 
-  private gap(missed: number, lastSeq: number): void {
-    this.missed += missed;
-    this.lastMissedSeq = lastSeq;
-    this.drain();
+  private schedule(): void {
+    if (!this.scheduled && !this.stopped) this.scheduled = setImmediate(() => this.flush());
   }
 
-  private gapEvent(missed: number, seq: number): SockEvent {
-    return { seq, ts: new Date().toISOString(), socket: '*', type: 'gap', missed };
+  private flush(): void {
+    this.scheduled = undefined;
+    if (this.stopped) return;
+    let written = 0;
+    this.sink.cork?.();
+    try {
+      while ((this.queued > 0 || this.missed > 0) && written < BATCH && !this.sink.congested()) {
+        written++;
+        if (this.missed > 0) {
+          const gap: SockEvent = { seq: this.lastMissedSeq, ts: new Date().toISOString(), socket: '*', type: 'gap', missed: this.missed };
+          this.missed = 0;
+          this.sink.write(JSON.stringify(gap), gap.seq, 'gap');
+          continue;
+        }
+        const { event, data } = this.queue[this.head]!;
+        this.head++;
+        const json = data === undefined ? jsonOf(event) : `${jsonOf(event).slice(0, -1)},"data":${JSON.stringify(data)},"encoding":"${this.opts.encoding}"}`;
+        this.sink.write(json, event.seq, event.type);
+      }
+    } finally {
+      this.sink.uncork?.();
+    }
+    if (this.head > 1024 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+    // more to write and room for it: go on after the producers had their turn
+    if ((this.queued > 0 || this.missed > 0) && !this.sink.congested()) this.schedule();
   }
 }
