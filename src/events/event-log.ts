@@ -35,6 +35,22 @@ export class EventLog {
     return this.listeners.size;
   }
 
+  private observing = 0;
+
+  /** Dashboards watching (not consumer streams): kernel sampling runs only for them. Returns the release. */
+  observe(): () => void {
+    this.observing++;
+    let released = false;
+    return () => {
+      if (!released) this.observing--;
+      released = true;
+    };
+  }
+
+  get observers(): number {
+    return this.observing;
+  }
+
   /** The seq the next event will get. */
   get headSeq(): number {
     return this.nextSeq;

@@ -54,6 +54,7 @@ export class Observer {
   private lastMissedSeq = 0;
   private scheduled: NodeJS.Immediate | undefined;
   private unsubscribe: (() => void) | undefined;
+  private unobserve: (() => void) | undefined;
   private stopped = false;
 
   constructor(
@@ -72,6 +73,7 @@ export class Observer {
       }
       for (const e of events) if (this.opts.filter(e)) this.offer({ event: e });
     }
+    this.unobserve = this.log.observe();
     this.unsubscribe = this.log.subscribe((event, payload) => {
       if (!this.opts.filter(event)) return;
       this.offer(this.opts.withData && payload !== undefined ? { event, data: payload.toString(this.opts.encoding) } : { event });
@@ -88,6 +90,7 @@ export class Observer {
     this.stopped = true;
     this.unsubscribe?.();
     this.unsubscribe = undefined;
+    this.unobserve?.();
     if (this.scheduled) clearImmediate(this.scheduled);
     this.queue = [];
     this.head = 0;

@@ -42,6 +42,8 @@ export interface ConsumerOptions {
 }
 
 const READ_CHUNK = 256 * 1024;
+/** Buffers per writev of a consumer's writes. */
+const WRITE_CHUNKS = 64;
 const READ_BUDGET = 1024 * 1024;
 /** The native reader's pool (DESIGN.md section 1): slots of READ_CHUNK for reads and writes in flight... */
 const READER_SLOTS = 16;
@@ -178,6 +180,8 @@ export class Consumer {
   private drained: (() => void) | undefined;
   private ops: Promise<void> = Promise.resolve();
   private queuedBytes = 0;
+  /** The batch new stream writes join, until a shutdown/close op or the batch's send finishes. */
+  private batch: Buffer[] | undefined;
   private readonly retained: Retained;
   /** The native reader (stream sockets). */
   private reader: StreamReader | undefined;
@@ -229,21 +233,76 @@ export class Consumer {
     }
   }
 
-  /** Bytes from the client, sent in order after everything before them. */
+  /**
+   * Bytes from the client, sent in order after everything before them. On a stream, consecutive writes
+   * join one batch that is sent with writev (sendmsg over up to WRITE_CHUNKS buffers per call) until it is
+   * empty; a shutdown or close op ends the batch, so later writes queue after it, as in C.
+   */
   write(data: Buffer): void {
     this.queuedBytes += data.length;
     if (this.queuedBytes > this.opts.writeQueueBytes) this.sink.pauseInput();
-    this.enqueue('send', async () => {
-      try {
-        await this.socket.send(data, { untilDone: true });
-      } finally {
-        this.queuedBytes -= data.length;
-        if (this.queuedBytes <= this.opts.writeQueueBytes / 2) this.sink.resumeInput();
+    if (this.socket.type !== 'SOCK_STREAM') {
+      // one client message is one datagram / record
+      this.enqueue('send', async () => {
+        try {
+          await this.socket.send(data, { untilDone: true });
+        } finally {
+          this.wrote(data.length);
+        }
+      });
+      return;
+    }
+    if (!this.batch) {
+      const batch: Buffer[] = [];
+      this.batch = batch;
+      this.enqueue('send', () => this.pump(batch));
+    }
+    this.batch.push(data);
+  }
+
+  private wrote(bytes: number): void {
+    this.queuedBytes -= bytes;
+    if (this.queuedBytes <= this.opts.writeQueueBytes / 2) this.sink.resumeInput();
+  }
+
+  /** Sends the batch until it is empty (it may grow meanwhile), waiting for room, yielding now and then. */
+  private async pump(batch: Buffer[]): Promise<void> {
+    let calls = 0;
+    try {
+      while (batch.length > 0) {
+        let n: number;
+        try {
+          n = this.socket.writeChunks(batch.length > WRITE_CHUNKS ? batch.slice(0, WRITE_CHUNKS) : batch);
+        } catch (e) {
+          if (!(e instanceof SockctlError) || e.code !== 'EAGAIN') throw e;
+          if ((await this.socket.whenReady('writable')) !== 'ready') throw errors.closed(this.socket.id, 'sendmsg');
+          continue;
+        }
+        this.wrote(n);
+        while (n > 0) {
+          const head = batch[0]!;
+          if (n >= head.length) {
+            n -= head.length;
+            batch.shift();
+          } else {
+            batch[0] = head.subarray(n);
+            n = 0;
+          }
+        }
+        // a fast client must not starve timers and other requests
+        if (++calls % 16 === 0) await yieldToLoop();
       }
-    });
+    } catch (e) {
+      this.wrote(batch.reduce((sum, b) => sum + b.length, 0));
+      batch.length = 0;
+      throw e;
+    } finally {
+      if (this.batch === batch) this.batch = undefined;
+    }
   }
 
   shutdown(how: 'SHUT_RD' | 'SHUT_WR' | 'SHUT_RDWR'): void {
+    this.batch = undefined;
     this.enqueue('shutdown', async () => this.socket.shutdown(how));
   }
 
@@ -253,6 +312,7 @@ export class Consumer {
    * input makes the kernel send RST and drop what is still in the send queue.
    */
   close(): void {
+    this.batch = undefined;
     this.enqueue('close', async () => {
       if (!this.socket.isOpen) return;
       if (this.socket.type === 'SOCK_STREAM' && this.socket.state === 'connected') {

@@ -302,6 +302,26 @@ export class ManagedSocket {
     return sent;
   }
 
+  /**
+   * A consumer stream's write: one non-blocking sendmsg(2) over `chunks` (writev semantics); returns the
+   * bytes queued, or throws EAGAIN (504) when the send buffer took none. One `sent` event per chunk the
+   * call covered, each with its own bytes, so nothing is copied.
+   */
+  writeChunks(chunks: Buffer[]): number {
+    this.guard('sendmsg');
+    const n = this.sys('sendmsg', () => native.sendv(this.fd, chunks, 0));
+    this.stats.messagesSent += 1;
+    let left = n;
+    for (const chunk of chunks) {
+      if (left === 0) break;
+      const part = left >= chunk.length ? chunk : chunk.subarray(0, left);
+      left -= part.length;
+      this.ctx.events.emit(this.id, 'sent', { offset: this.stats.bytesSent, bytes: part.length }, part);
+      this.stats.bytesSent += part.length;
+    }
+    return n;
+  }
+
   /** recv(2) / recvfrom(2): one datagram, or on a stream what is there (waitAll: up to maxBytes or EOF). */
   async recv(opts: RecvOptions = {}): Promise<Received> {
     this.guard('recvmsg');
