@@ -14,7 +14,9 @@ describe('kernel events', () => {
   it('reports accept-queue changes and the TCP states of an active close', async () => {
     t = await startApp({ kernelSampleMs: 30 });
     const seen: SockEvent[] = [];
-    const stop = t.app.events.subscribe((e) => seen.push(e));
+    const unsubscribe = t.app.events.subscribe((e) => seen.push(e));
+    const unobserve = t.app.events.observe(); // sampling runs for dashboards only
+    const stop = () => (unsubscribe(), unobserve());
     const post = async (path: string, body: unknown = {}) => (await t!.call('POST', path, body)).body;
     const l = await post('/v1/sockets', { family: 'inet', type: 'stream' });
     await post(`/v1/sockets/${l.id}/bind`, { address: '127.0.0.1', port: 0 });
@@ -44,7 +46,9 @@ describe('kernel events', () => {
   it('reports datagrams the kernel dropped', async () => {
     t = await startApp({ kernelSampleMs: 1000 });
     const seen: SockEvent[] = [];
-    const stop = t.app.events.subscribe((e) => seen.push(e));
+    const unsubscribe = t.app.events.subscribe((e) => seen.push(e));
+    const unobserve = t.app.events.observe(); // sampling runs for dashboards only
+    const stop = () => (unsubscribe(), unobserve());
     const s = (await t.call('POST', '/v1/sockets', { family: 'inet', type: 'dgram', options: { SO_RCVBUF: 1 } })).body;
     const b = (await t.call('POST', `/v1/sockets/${s.id}/bind`, { address: '127.0.0.1', port: 0 })).body;
     const tx = (await t.call('POST', '/v1/sockets', { family: 'inet', type: 'dgram' })).body;
@@ -57,8 +61,9 @@ describe('kernel events', () => {
     stop();
   });
 
-  it('samples nothing while nobody subscribes', async () => {
+  it('samples nothing while no dashboard observes (a plain subscriber, like a consumer stream, does not count)', async () => {
     t = await startApp({ kernelSampleMs: 20 });
+    const unsubscribe = t.app.events.subscribe(() => undefined);
     const before = t.app.events.headSeq;
     const l = (await t.call('POST', '/v1/sockets', { family: 'inet', type: 'stream' })).body;
     await t.call('POST', `/v1/sockets/${l.id}/bind`, { address: '127.0.0.1', port: 0 });
@@ -67,5 +72,6 @@ describe('kernel events', () => {
     await new Promise((r) => setTimeout(r, 100));
     expect(t.app.events.headSeq).toBe(after);
     expect(after - before).toBe(3); // created, state bound, state listening: no tcp/pending
+    unsubscribe();
   });
 });

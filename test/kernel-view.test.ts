@@ -1,8 +1,11 @@
 // The kernel's view in each socket resource (`kernel`), read from real loopback sockets: TCP states from
 // TCP_INFO and, for what outlives the descriptor or its peer name, from /proc/net/tcp{,6}; RTT and
-// congestion window; a listener's accept queue; UDP receive queue and drop counter.
+// congestion window; a listener's accept queue (TCP from TCP_INFO, Unix from sock_diag); UDP receive queue
+// and drop counter.
 import { createSocket } from 'node:dgram';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import type { SockEvent } from '../src/events/event-log.js';
+import { ManagedSocket } from '../src/sockets/managed-socket.js';
 import { startApp, until, type TestApp } from './helpers.js';
 
 let t: TestApp;
@@ -110,6 +113,91 @@ describe('TCP: a listener', () => {
       expect(s).toMatchObject({ state: 'connecting', remote: null, kernel: { tcpState: 'SYN_SENT', tcpStateSource: 'tcp_info' } });
     }
     expect((await get(l.id)).kernel).toMatchObject({ acceptQueue: 2, backlog: 1 });
+  });
+});
+
+describe('Unix: a listener (sock_diag)', () => {
+  type Kind = 'stream' | 'seqpacket';
+  async function unixListening(type: Kind, path: string, backlog: number): Promise<string> {
+    const r = await t.call('POST', '/v1/sockets', { family: 'unix', type });
+    expect(r.status).toBe(201);
+    expect((await post(r.body.id, 'bind', { path })).status).toBe(200);
+    const l = await post(r.body.id, 'listen', { backlog });
+    expect(l.status).toBe(200);
+    return r.body.id;
+  }
+  async function unixConnect(type: Kind, path: string): Promise<string> {
+    const c = (await t.call('POST', '/v1/sockets', { family: 'unix', type })).body.id as string;
+    const r = await post(c, 'connect', { path });
+    expect(r.status).toBe(200);
+    expect(r.body.state).toBe('connected');
+    return c;
+  }
+
+  it.each(['stream', 'seqpacket'] as const)(
+    'shows the accept queue and backlog (%s): `pending` counts unaccepted connects and drops on accept',
+    async (type) => {
+      const path = `${type}-q.sock`;
+      const l = await unixListening(type, path, 5);
+      const s = await get(l);
+      expect(s).toMatchObject({ state: 'listening', backlog: 5, pending: 0 });
+      // a listener has no byte queues, as for TCP: only the accept queue
+      expect(s.kernel).toEqual({ acceptQueue: 0, backlog: 5 });
+      // a Unix connect completes at once: the connection waits in the listener's queue
+      for (let i = 0; i < 3; i++) await unixConnect(type, path);
+      expect(await get(l)).toMatchObject({ pending: 3, kernel: { acceptQueue: 3, backlog: 5 } });
+      const a = await post(l, 'accept', { timeoutMs: 1000 });
+      expect(a.status).toBe(201);
+      expect(await get(l)).toMatchObject({ pending: 2, kernel: { acceptQueue: 2, backlog: 5 } });
+      // the accepted socket and the clients are not listeners: no accept queue, their byte queues instead
+      const accepted = await get(a.body.id);
+      expect(accepted.pending).toBeNull();
+      expect(accepted.kernel.acceptQueue).toBeUndefined();
+      expect(accepted.kernel.sendQueue).toBe(0);
+      for (let i = 0; i < 2; i++) expect((await post(l, 'accept', { timeoutMs: 1000 })).status).toBe(201);
+      expect((await get(l)).pending).toBe(0);
+      // closed: nothing read from the kernel any more
+      expect((await del(l)).body).toMatchObject({ state: 'closed', pending: null, kernel: {} });
+    },
+  );
+
+  it('a bound socket that is not listening has no accept queue', async () => {
+    const r = await t.call('POST', '/v1/sockets', { family: 'unix', type: 'stream' });
+    expect((await post(r.body.id, 'bind', { path: 'idle.sock' })).status).toBe(200);
+    const s = await get(r.body.id);
+    expect(s.pending).toBeNull();
+    expect(s.kernel.acceptQueue).toBeUndefined();
+    expect(s.kernel.backlog).toBeUndefined();
+  });
+
+  it('`pending` events for a Unix listener; other Unix sockets are not sampled', async () => {
+    const sampled = new Set<string>();
+    const spy = vi.spyOn(ManagedSocket.prototype, 'toResource');
+    const seen: SockEvent[] = [];
+    const stop = t.app.events.subscribe((e) => seen.push(e));
+    try {
+      const l = await unixListening('stream', 'ev.sock', 4);
+      const idle = (await t.call('POST', '/v1/sockets', { family: 'unix', type: 'dgram' })).body.id as string;
+      t.app.kernelMonitor.tick(); // the baseline: an empty queue
+      const c = await unixConnect('stream', 'ev.sock');
+      const pending = () => seen.filter((e) => e.socket === l && e.type === 'pending');
+      t.app.kernelMonitor.tick();
+      await until(() => pending().some((e) => e.pending === 1), 'pending 1');
+      expect(pending().find((e) => e.pending === 1)).toMatchObject({ pending: 1, backlog: 4 });
+      const a = (await post(l, 'accept', { timeoutMs: 1000 })).body.id as string;
+      spy.mockClear();
+      t.app.kernelMonitor.tick();
+      await until(() => pending().some((e) => e.pending === 0), 'pending 0');
+      for (const r of spy.mock.instances) sampled.add((r as unknown as ManagedSocket).id);
+      // the monitor read the listener, and none of the Unix sockets that are not listening
+      expect(sampled.has(l)).toBe(true);
+      for (const id of [idle, c, a]) expect(sampled.has(id), id).toBe(false);
+      // one event per change
+      expect(pending().map((e) => e.pending)).toEqual([1, 0]);
+    } finally {
+      stop();
+      spy.mockRestore();
+    }
   });
 });
 

@@ -1,7 +1,7 @@
 // Tests of the syscall addon (native/sockctl.c) on real sockets: 127.0.0.1, ::1 and Unix paths.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createRequire } from 'node:module';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, unlinkSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import type { Native, Poller, SockAddr } from '../native/index.js';
@@ -154,7 +154,7 @@ describe('module', () => {
       'socket', 'socketpair', 'bind', 'listen', 'accept', 'connect', 'send', 'sendv', 'recv', 'shutdown',
       'close', 'getsockname', 'getpeername', 'getsockoptInt', 'setsockoptInt', 'getsockoptLinger',
       'setsockoptLinger', 'getsockoptTimeval', 'setsockoptTimeval', 'tcpInfo', 'ioctlInt', 'fdCount',
-      'createPoller',
+      'unixQueue', 'createPoller',
     ]) {
       expect(typeof (N as unknown as Record<string, unknown>)[name], name).toBe('function');
     }
@@ -596,6 +596,89 @@ describe('Unix sockets', () => {
     const longAbstract = `@${'a'.repeat(106)}${process.pid % 10}`;
     N.bind(a, unix(longAbstract));
     expect(N.getsockname(a)).toEqual(unix(longAbstract));
+  });
+});
+
+describe('unixQueue (sock_diag)', () => {
+  /** A Unix listener of `type` on a fresh path with `backlog`, and its address. */
+  function unixListener(type: number, backlog: number, name: string): { srv: number; at: SockAddr; path: string } {
+    const path = `${dir}/${name}`;
+    const at = unix(path);
+    const srv = sock(C.AF_UNIX, type);
+    N.bind(srv, at);
+    N.listen(srv, backlog);
+    return { srv, at, path };
+  }
+
+  it.each([
+    ['SOCK_STREAM', 'q-stream.sock'],
+    ['SOCK_SEQPACKET', 'q-seq.sock'],
+  ] as const)('a %s listener: rqueue = connections not accepted yet, wqueue = backlog', async (type, name) => {
+    const { srv, at, path } = unixListener(C[type], 5, name);
+    expect(N.unixQueue(srv)).toEqual({ rqueue: 0, wqueue: 5 });
+    for (let i = 0; i < 2; i++) await connectWait(sock(C.AF_UNIX, C[type]), at);
+    expect(N.unixQueue(srv)).toEqual({ rqueue: 2, wqueue: 5 });
+    track(N.accept(srv).fd);
+    expect(N.unixQueue(srv)).toEqual({ rqueue: 1, wqueue: 5 });
+    track(N.accept(srv).fd);
+    expect(N.unixQueue(srv)).toEqual({ rqueue: 0, wqueue: 5 });
+    unlinkSync(path);
+  });
+
+  it('the queue holds backlog + 1 connections; the next connect is EAGAIN', async () => {
+    const { srv, at, path } = unixListener(C.SOCK_STREAM, 1, 'q-full.sock');
+    for (let i = 0; i < 2; i++) N.connect(sock(C.AF_UNIX, C.SOCK_STREAM), at);
+    expect(N.unixQueue(srv)).toEqual({ rqueue: 2, wqueue: 1 });
+    expectSysError(() => N.connect(sock(C.AF_UNIX, C.SOCK_STREAM), at), 'EAGAIN', 'connect');
+    expect(N.unixQueue(srv)).toEqual({ rqueue: 2, wqueue: 1 });
+    unlinkSync(path);
+  });
+
+  it('answers for other Unix sockets too (their byte queues); null for a socket sock_diag has no Unix entry for', () => {
+    const [a, b] = pair(C.AF_UNIX, C.SOCK_STREAM);
+    N.send(a, Buffer.from('abc'), 0);
+    expect(N.unixQueue(b)?.rqueue).toBe(3); // the exact lookup ignores udiag_states
+    expect(N.unixQueue(a)?.rqueue).toBe(0);
+    const tcp = sock(C.AF_INET, C.SOCK_STREAM);
+    N.bind(tcp, v4());
+    N.listen(tcp, 3);
+    expect(N.unixQueue(tcp)).toBeNull();
+  });
+
+  it('errors: EBADF from fstat on a closed fd, ENOTSOCK for a file, argument checks', () => {
+    const s = sock(C.AF_UNIX, C.SOCK_STREAM);
+    closeFd(s);
+    const e = expectSysError(() => N.unixQueue(s), 'EBADF', 'fstat');
+    expect(e.message).toBe('fstat: Bad file descriptor');
+    expectSysError(() => N.unixQueue(-1), 'EBADF', 'fstat');
+    const file = openSync(`${dir}/not-a-socket`, 'w');
+    try {
+      expectSysError(() => N.unixQueue(file), 'ENOTSOCK', 'unixQueue');
+    } finally {
+      closeSync(file);
+    }
+    const te = caught(() => N.unixQueue('3' as unknown as number));
+    expect(te).toBeInstanceOf(TypeError);
+    expect(te.code).toBe('ERR_INVALID_ARG_TYPE');
+    expect(caught(() => N.unixQueue(1.5)).code).toBe('ERR_OUT_OF_RANGE');
+  });
+
+  it('leaks no fd: 1000 calls on every path (answer, null, EBADF) leave fdCount unchanged', () => {
+    const { srv, at, path } = unixListener(C.SOCK_STREAM, 5, 'q-leak.sock');
+    N.connect(sock(C.AF_UNIX, C.SOCK_STREAM), at);
+    const tcp = sock(C.AF_INET, C.SOCK_STREAM);
+    const gone = sock(C.AF_UNIX, C.SOCK_STREAM);
+    closeFd(gone);
+    const before = N.fdCount();
+    for (let i = 0; i < 1000; i++) {
+      expect(N.unixQueue(srv)).toEqual({ rqueue: 1, wqueue: 5 });
+      if (i % 10 === 0) {
+        expect(N.unixQueue(tcp)).toBeNull();
+        expect(caught(() => N.unixQueue(gone)).code).toBe('EBADF');
+      }
+    }
+    expect(N.fdCount()).toBe(before);
+    unlinkSync(path);
   });
 });
 

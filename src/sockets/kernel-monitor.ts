@@ -12,9 +12,11 @@ export interface KernelMonitorOptions {
 /**
  * Turns what only the kernel knows into events, for dashboards (DESIGN.md section 5): a TCP socket's
  * kernel state (`tcp` events: SYN_SENT → ESTABLISHED → FIN_WAIT2 → TIME_WAIT ...) and a listener's accept
- * queue (`pending` events), and the datagrams the kernel dropped for a full receive buffer (`dropped`).
- * The kernel has no notification for these, so they are sampled, and only
- * while someone subscribes to events. Each change is one event.
+ * queue (`pending` events; TCP and Unix stream/seqpacket listeners), and the datagrams the kernel dropped
+ * for a full receive buffer (`dropped`). Of the Unix sockets only listeners are sampled: nothing else of
+ * theirs makes events.
+ * The kernel has no notification for these, so they are sampled, and only while a dashboard observes
+ * (`/v1/events`; a consumer stream alone does not pay for sampling). Each change is one event.
  */
 export class KernelMonitor {
   private readonly seen = new Map<string, { tcp?: string | undefined; pending?: number | null; drops?: number | undefined }>();
@@ -34,14 +36,19 @@ export class KernelMonitor {
 
   /** One sample of every watched socket; public for tests that want a sample now. */
   tick(): void {
-    if (this.events.subscribers === 0) {
+    if (this.events.observers === 0) {
       this.seen.clear();
       return;
     }
     const now = Date.now();
     const watched: ManagedSocket[] = [];
     for (const s of this.sockets()) {
-      if (s.family === 'AF_UNIX' || s.type === 'SOCK_SEQPACKET') continue;
+      if (s.family === 'AF_UNIX') {
+        // only an open listener (its accept queue); a closed one leaves nothing behind in the kernel
+        if (s.state === 'listening') watched.push(s);
+        continue;
+      }
+      if (s.type === 'SOCK_SEQPACKET') continue;
       if (s.type !== 'SOCK_STREAM' && !s.isOpen) continue;
       if (!s.isOpen && now - (s.closedAt?.getTime() ?? 0) > this.opts.afterCloseMs) continue;
       watched.push(s);

@@ -26,8 +26,9 @@ export function tcpStateName(n: number): string {
 }
 
 /**
- * The kernel's view of an open socket, read now: TCP_INFO and the queue sizes; for UDP and raw sockets
- * the drop counter. A TCP socket whose connection the kernel moved to TIME_WAIT reports CLOSE through
+ * The kernel's view of an open socket, read now: TCP_INFO and the queue sizes; for a Unix stream or
+ * seqpacket listener its accept queue and backlog from sock_diag (Unix sockets have no TCP_INFO); for UDP
+ * and raw sockets the drop counter. A TCP socket whose connection the kernel moved to TIME_WAIT reports CLOSE through
  * TCP_INFO (and getpeername fails then), so /proc is asked then too, with `addrs`: the last address pair
  * the socket was seen connected with.
  */
@@ -63,7 +64,15 @@ export function kernelView(
       });
     }
   }
-  if (!isTcp || view.tcpState !== 'LISTEN') {
+  if (domain === C.AF_UNIX && (type === C.SOCK_STREAM || type === C.SOCK_SEQPACKET)) {
+    const queue = unixListenerQueue(fd);
+    if (queue) {
+      view.acceptQueue = queue.rqueue;
+      view.backlog = queue.wqueue;
+    }
+  }
+  // a listener has no byte queues (SIOCINQ fails on it): only the accept queue, as for TCP
+  if ((!isTcp || view.tcpState !== 'LISTEN') && view.acceptQueue === undefined) {
     view.recvQueue = safe(() => native.ioctlInt(fd, C.SIOCINQ));
     view.sendQueue = safe(() => native.ioctlInt(fd, C.SIOCOUTQ));
   }
@@ -72,6 +81,20 @@ export function kernelView(
     if (drops !== undefined) view.drops = drops;
   }
   return view;
+}
+
+/**
+ * A Unix listener's accept queue (rqueue) and backlog (wqueue) from sock_diag, or undefined when the
+ * socket is not listening (SO_ACCEPTCONN: for any other socket sock_diag would answer byte counts) or the
+ * kernel cannot say (no unix_diag, a socket of another network namespace...).
+ */
+function unixListenerQueue(fd: number): { rqueue: number; wqueue: number } | undefined {
+  if (safe(() => native.getsockoptInt(fd, C.SOL_SOCKET, C.SO_ACCEPTCONN)) !== 1) return undefined;
+  try {
+    return native.unixQueue(fd) ?? undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
