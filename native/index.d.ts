@@ -7,13 +7,16 @@
  *   `syscall` the syscall name ("bind", "connect", ...), message "<syscall>: <strerror>";
  *   `syscall` is the real syscall: accept → "accept4", send → "send" or "sendto" (with `to`),
  *   sendv → "sendmsg", recv → "recvmsg", the sockopt functions and tcpInfo → "getsockopt"/"setsockopt",
- *   ioctlInt → "ioctl", createPoller → "uv_poll_init", Poller.start → "uv_poll_start"; the reader's
+ *   ioctlInt → "ioctl", unixQueue → "fstat", "socket", "sendmsg" or "recvmsg" (the one that failed; an error
+ *   the kernel answers over netlink comes through "recvmsg"), createPoller → "uv_poll_init",
+ *   Poller.start → "uv_poll_start"; the reader's
  *   read errors → "recvmsg" (passed to its callback, not thrown), Poller.startReading on a non-stream fd →
  *   EOPNOTSUPP with syscall "startReading" (no syscall refuses it: the reader does);
  * - an address string inet_pton rejects throws code "EINVAL" (errno 22), message
  *   "<syscall>: invalid address '<addr>'"; a Unix path longer than sun_path throws "ENAMETOOLONG";
  *   an unknown family throws "EAFNOSUPPORT" (all without making the syscall);
- * - every fd the addon creates is SOCK_NONBLOCK | SOCK_CLOEXEC (socket, socketpair, accept4);
+ * - every fd the addon creates is SOCK_NONBLOCK | SOCK_CLOEXEC (socket, socketpair, accept4, and the
+ *   netlink socket unixQueue opens and closes within the call);
  * - argument errors (wrong JS types) throw a TypeError with code "ERR_INVALID_ARG_TYPE"; numbers out of
  *   range (a non-integer, a port > 65535, an fd beyond int32...) a RangeError with code "ERR_OUT_OF_RANGE".
  */
@@ -285,6 +288,25 @@ export interface Native {
   ioctlInt(fd: number, request: number): number;
   /** Count of open descriptors of this process (readdir /proc/self/fd minus the dir fd). For leak tests. */
   fdCount(): number;
+  /**
+   * A Unix socket's queues from the kernel's sock_diag netlink interface (linux/unix_diag.h), the one way
+   * to read a Unix listener's accept queue: fstat(fd) for its inode, then one SOCK_DIAG_BY_FAMILY request
+   * (AF_UNIX, udiag_ino = that inode, UDIAG_SHOW_RQLEN) on a NETLINK_SOCK_DIAG socket opened with
+   * SOCK_NONBLOCK | SOCK_CLOEXEC and closed before returning or throwing, whatever happens (so several
+   * syscalls, the exception to "one call is one syscall"). The kernel answers during the sendmsg; the
+   * socket is non-blocking only so that a missing answer throws EAGAIN ("recvmsg") instead of blocking.
+   *
+   * For a listener (SO_ACCEPTCONN): rqueue = connections waiting to be accepted, wqueue = its backlog
+   * (sk_max_ack_backlog: listen()'s value, capped at somaxconn; the queue may hold one more than that).
+   * The lookup is exact, so the kernel answers for a socket in any state: for one that is not listening,
+   * rqueue and wqueue are its receive and send queue bytes (SIOCINQ/SIOCOUTQ's values).
+   *
+   * null when the kernel knows no AF_UNIX socket with that inode (an inet socket, a socket of another
+   * network namespace; also a kernel without unix_diag, which gives the same ENOENT). An fd that is not a
+   * socket throws ENOTSOCK with syscall "unixQueue" (fstat succeeded: no syscall refuses it, we do); a
+   * closed fd throws EBADF from "fstat".
+   */
+  unixQueue(fd: number): { rqueue: number; wqueue: number } | null;
   /**
    * A readiness poller on fd. callback(status, events): status 0 or a negative libuv error; events the
    * ready set (POLL_READABLE | POLL_WRITABLE). A pending socket error (POLLERR, e.g. a refused connect)

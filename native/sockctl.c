@@ -17,7 +17,12 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
-#include <linux/sockios.h> /* SIOCINQ, SIOCOUTQ */
+#include <linux/inet_diag.h>  /* INET_DIAG_NOCOOKIE */
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>  /* struct rtattr, RTA_* (sock_diag attributes have its layout) */
+#include <linux/sock_diag.h>  /* SOCK_DIAG_BY_FAMILY */
+#include <linux/sockios.h>    /* SIOCINQ, SIOCOUTQ */
+#include <linux/unix_diag.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -29,6 +34,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -778,6 +784,123 @@ static napi_value js_fd_count(napi_env env, napi_callback_info info) {
     return make_num(env, count);
 }
 
+/* ---- sock_diag: a Unix listener's queues ---------------------------------------------------------- */
+
+#define UNIX_DIAG_SEQ 1
+#define TCP_LISTEN_STATE 10 /* include/net/tcp_states.h: AF_UNIX listeners are in TCP_LISTEN too */
+
+/*
+ * One SOCK_DIAG_BY_FAMILY exchange on the NETLINK_SOCK_DIAG socket `nl`, for the AF_UNIX socket whose
+ * inode is `ino` (an exact lookup: the kernel answers with that socket's unix_diag_msg or an error, during
+ * the sendmsg). Returns 1 with *rq and *wq from UNIX_DIAG_RQLEN, 0 when the kernel knows no such socket
+ * (ENOENT), or -errno with *sys the syscall through which the failure came.
+ */
+static int unix_diag_rqlen(int nl, uint32_t ino, uint32_t *rq, uint32_t *wq, const char **sys) {
+    struct {
+        struct nlmsghdr nlh;
+        struct unix_diag_req req;
+    } msg;
+    union {
+        struct nlmsghdr nlh; /* the alignment NLMSG_* expects */
+        char buf[8192];
+    } reply;
+    struct sockaddr_nl kernel = { .nl_family = AF_NETLINK }; /* nl_pid 0: the kernel */
+    struct iovec iov = { .iov_base = &msg, .iov_len = sizeof msg };
+    struct msghdr mh = { .msg_name = &kernel, .msg_namelen = sizeof kernel, .msg_iov = &iov, .msg_iovlen = 1 };
+    ssize_t got;
+
+    memset(&msg, 0, sizeof msg);
+    msg.nlh.nlmsg_len = sizeof msg;
+    msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    msg.nlh.nlmsg_flags = NLM_F_REQUEST; /* no NLM_F_DUMP: an exact lookup by inode; no NLM_F_ACK: errors come anyway */
+    msg.nlh.nlmsg_seq = UNIX_DIAG_SEQ;
+    msg.req.sdiag_family = AF_UNIX;
+    msg.req.udiag_states = 1u << TCP_LISTEN_STATE;
+    msg.req.udiag_ino = ino;
+    msg.req.udiag_show = UDIAG_SHOW_RQLEN;
+    msg.req.udiag_cookie[0] = INET_DIAG_NOCOOKIE;
+    msg.req.udiag_cookie[1] = INET_DIAG_NOCOOKIE;
+    *sys = "sendmsg";
+    if (sendmsg(nl, &mh, 0) < 0)
+        return -errno;
+
+    /* The kernel has answered by now (netlink to the kernel is synchronous): the socket is non-blocking
+     * only so that a missing answer is an EAGAIN, never an event loop blocked for good. */
+    iov = (struct iovec){ .iov_base = reply.buf, .iov_len = sizeof reply.buf };
+    mh = (struct msghdr){ .msg_name = &kernel, .msg_namelen = sizeof kernel, .msg_iov = &iov, .msg_iovlen = 1 };
+    *sys = "recvmsg";
+    if ((got = recvmsg(nl, &mh, 0)) < 0)
+        return -errno;
+    if (mh.msg_flags & MSG_TRUNC)
+        return -EMSGSIZE;
+    int len = (int)got;
+    for (const struct nlmsghdr *h = &reply.nlh; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+        if (h->nlmsg_seq != UNIX_DIAG_SEQ)
+            continue;
+        if (h->nlmsg_type == NLMSG_ERROR) {
+            const struct nlmsgerr *e = NLMSG_DATA(h);
+            if (h->nlmsg_len < NLMSG_LENGTH(sizeof *e))
+                return -EPROTO;
+            if (e->error == -ENOENT) /* no such socket (nor an AF_UNIX diag handler: the same answer) */
+                return 0;
+            return e->error < 0 ? e->error : -EPROTO; /* 0 would be an ACK, which was not asked for */
+        }
+        if (h->nlmsg_type == NLMSG_DONE)
+            return 0;
+        if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct unix_diag_msg)))
+            continue;
+        const struct unix_diag_msg *m = NLMSG_DATA(h);
+        if (m->udiag_family != AF_UNIX || m->udiag_ino != ino)
+            continue;
+        int alen = (int)(h->nlmsg_len - NLMSG_LENGTH(sizeof *m));
+        for (const struct rtattr *a = (const struct rtattr *)((const char *)m + NLMSG_ALIGN(sizeof *m)); RTA_OK(a, alen);
+             a = RTA_NEXT(a, alen)) {
+            struct unix_diag_rqlen q;
+            if (a->rta_type != UNIX_DIAG_RQLEN || RTA_PAYLOAD(a) < sizeof q)
+                continue;
+            memcpy(&q, RTA_DATA(a), sizeof q);
+            *rq = q.udiag_rqueue;
+            *wq = q.udiag_wqueue;
+            return 1;
+        }
+        return -EPROTO; /* the socket, without the attribute asked for */
+    }
+    return -EPROTO;
+}
+
+static napi_value js_unix_queue(napi_env env, napi_callback_info info) {
+    ARGS(1);
+    int32_t fd;
+    struct stat st;
+    uint32_t rq = 0, wq = 0;
+    const char *sys = "socket";
+    napi_value obj;
+    REQUIRE(get_int(env, argv[0], "fd", &fd));
+    if (fstat(fd, &st) < 0)
+        SYSFAIL(env, "fstat");
+    if (!S_ISSOCK(st.st_mode)) /* its inode number means nothing to sock_diag: no syscall refuses it, we do */
+        FAIL(throw_errno(env, "unixQueue", ENOTSOCK));
+    if (st.st_ino > UINT32_MAX) { /* udiag_ino is 32 bits, as are sockfs inode numbers: no such socket */
+        NAPI_CALL(env, napi_get_null(env, &obj));
+        return obj;
+    }
+    int nl = socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (nl < 0)
+        SYSFAIL(env, "socket");
+    int r = unix_diag_rqlen(nl, (uint32_t)st.st_ino, &rq, &wq, &sys);
+    close(nl); /* on every path, before anything can throw */
+    if (r < 0)
+        FAIL(throw_errno(env, sys, -r));
+    if (r == 0) {
+        NAPI_CALL(env, napi_get_null(env, &obj));
+        return obj;
+    }
+    NAPI_CALL(env, napi_create_object(env, &obj));
+    NAPI_CALL(env, set_num(env, obj, "rqueue", rq));
+    NAPI_CALL(env, set_num(env, obj, "wqueue", wq));
+    return obj;
+}
+
 /* ---- Poller: a one-shot uv_poll_t, with a reading mode ------------------------------------------ */
 
 /*
@@ -1292,6 +1415,7 @@ NAPI_MODULE_INIT() {
         FN("getsockoptLinger", js_getsockopt_linger), FN("setsockoptLinger", js_setsockopt_linger),
         FN("getsockoptTimeval", js_getsockopt_timeval), FN("setsockoptTimeval", js_setsockopt_timeval),
         FN("tcpInfo", js_tcp_info), FN("ioctlInt", js_ioctl_int), FN("fdCount", js_fd_count),
+        FN("unixQueue", js_unix_queue),
         FN("createPoller", js_create_poller),
     };
     if (addon == NULL)

@@ -174,7 +174,8 @@ describe('Unix: a listener (sock_diag)', () => {
     const sampled = new Set<string>();
     const spy = vi.spyOn(ManagedSocket.prototype, 'toResource');
     const seen: SockEvent[] = [];
-    const stop = t.app.events.subscribe((e) => seen.push(e));
+    const unsubscribe = t.app.events.subscribe((e) => seen.push(e));
+    const unobserve = t.app.events.observe(); // the monitor samples for dashboards only
     try {
       const l = await unixListening('stream', 'ev.sock', 4);
       const idle = (await t.call('POST', '/v1/sockets', { family: 'unix', type: 'dgram' })).body.id as string;
@@ -195,7 +196,8 @@ describe('Unix: a listener (sock_diag)', () => {
       // one event per change
       expect(pending().map((e) => e.pending)).toEqual([1, 0]);
     } finally {
-      stop();
+      unobserve();
+      unsubscribe();
       spy.mockRestore();
     }
   });
