@@ -270,15 +270,19 @@ export class Consumer {
     let calls = 0;
     try {
       while (batch.length > 0) {
+        const chunks = batch.length > WRITE_CHUNKS ? batch.slice(0, WRITE_CHUNKS) : batch;
+        let want = 0;
+        for (const c of chunks) want += c.length;
         let n: number;
         try {
-          n = this.socket.writeChunks(batch.length > WRITE_CHUNKS ? batch.slice(0, WRITE_CHUNKS) : batch);
+          n = this.socket.writeChunks(chunks);
         } catch (e) {
           if (!(e instanceof SockctlError) || e.code !== 'EAGAIN') throw e;
-          if ((await this.socket.whenReady('writable')) !== 'ready') throw errors.closed(this.socket.id, 'sendmsg');
-          continue;
+          n = 0;
         }
         this.wrote(n);
+        // a short write means a full send buffer: wait for room rather than meet EAGAIN (an exception) next
+        const full = n < want;
         while (n > 0) {
           const head = batch[0]!;
           if (n >= head.length) {
@@ -289,8 +293,9 @@ export class Consumer {
             n = 0;
           }
         }
-        // a fast client must not starve timers and other requests
-        if (++calls % 16 === 0) await yieldToLoop();
+        if (full) {
+          if ((await this.socket.whenReady('writable')) !== 'ready') throw errors.closed(this.socket.id, 'sendmsg');
+        } else if (++calls % 16 === 0) await yieldToLoop(); // a fast client must not starve timers and requests
       }
     } catch (e) {
       this.wrote(batch.reduce((sum, b) => sum + b.length, 0));
