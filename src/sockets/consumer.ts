@@ -42,6 +42,8 @@ export interface ConsumerOptions {
 }
 
 const READ_CHUNK = 256 * 1024;
+/** Retained reads up to this size are copied rather than kept in their reader slot. */
+const SMALL_CHUNK = 4096;
 /** Buffers per writev of a consumer's writes. */
 const WRITE_CHUNKS = 64;
 const READ_BUDGET = 1024 * 1024;
@@ -94,7 +96,8 @@ class Retained {
   private chunks: Chunk[] = [];
   private head = 0;
   private bytes = 0;
-  private slots = 0;
+  /** The retained chunks that still hold a reader slot, oldest first (at most maxSlots + 1 of them). */
+  private slotted: Chunk[] = [];
 
   add(offset: number, data: Buffer, limitBytes: number, limitMs: number, slot?: SlotRef, maxSlots = 0): void {
     if (limitBytes === 0) return;
@@ -102,20 +105,29 @@ class Retained {
     // came before them can no longer be resumed without a silent hole
     const last = this.chunks.at(-1);
     if (last && last.offset + last.data.length !== offset) while (this.head < this.chunks.length) this.dropOldest();
+    // a short read would pin a whole slot for a few bytes: copy it at once (cheap, and the pool stays free)
+    if (slot && data.length <= SMALL_CHUNK) {
+      data = Buffer.from(data);
+      slot = undefined;
+    }
     slot?.hold();
-    this.chunks.push({ offset, data, at: Date.now(), slot });
+    const chunk: Chunk = { offset, data, at: Date.now(), slot };
+    this.chunks.push(chunk);
     this.bytes += data.length;
-    if (slot) this.slots++;
+    if (slot) this.slotted.push(chunk);
     const oldest = Date.now() - limitMs;
     while (this.head < this.chunks.length && (this.bytes > limitBytes || this.chunks[this.head]!.at < oldest)) this.dropOldest();
     // too many slots held (short reads, small chunks): some become copies so that the reader keeps enough
     // free; the small ones first (the cheapest copies), then the oldest
     for (const small of [true, false]) {
-      for (let i = this.head; this.slots > maxSlots && i < this.chunks.length; i++) {
-        const c = this.chunks[i]!;
-        if (!c.slot || (small && c.data.length > READ_CHUNK / 4)) continue;
+      for (let i = 0; this.slotted.length > maxSlots && i < this.slotted.length; ) {
+        const c = this.slotted[i]!;
+        if (small && c.data.length > READ_CHUNK / 4) {
+          i++;
+          continue;
+        }
         c.data = Buffer.from(c.data);
-        this.release(c);
+        this.release(c); // removes it from `slotted`
       }
     }
     if (this.head > 1024 && this.head * 2 > this.chunks.length) {
@@ -160,7 +172,7 @@ class Retained {
     if (!c.slot) return;
     const slot = c.slot;
     c.slot = undefined;
-    this.slots--;
+    this.slotted.splice(this.slotted.indexOf(c), 1);
     slot.drop();
   }
 }
