@@ -1,6 +1,6 @@
 import { Type, type Static } from 'typebox';
 import { SocketAddress } from './address.js';
-import { Encoding, ref } from './common.js';
+import { Encoding, ENCODINGS, ref } from './common.js';
 import { SHUTDOWN_HOWS } from './operations.js';
 
 export const StreamQuery = Type.Object(
@@ -18,7 +18,7 @@ export type StreamQuery = Static<typeof StreamQuery>;
 /** Text frames a consumer sends. */
 export const ClientOp = Type.Union(
   [
-    Type.Object({ op: Type.Literal('send'), data: Type.String(), encoding: Type.Optional(Type.Enum(['utf8', 'base64', 'hex'])) }),
+    Type.Object({ op: Type.Literal('send'), data: Type.String(), encoding: Type.Optional(Type.Enum(ENCODINGS)) }),
     Type.Object({ op: Type.Literal('shutdown'), how: Type.Enum(SHUTDOWN_HOWS) }),
     Type.Object({ op: Type.Literal('close') }),
   ],

@@ -1,11 +1,12 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Value } from 'typebox/value';
-import { TokensFile, type Limits } from '../../schemas/policy.js';
+import { TokensFile, type Limits, type UserEntry } from '../../schemas/policy.js';
 
+/** An authenticated user: the tokens-file entry without its token, limits filled from the defaults. */
 export interface User {
-  name: string;
-  role: 'admin' | 'user';
+  name: UserEntry['name'];
+  role: UserEntry['role'];
   limits: Required<Limits>;
 }
 
