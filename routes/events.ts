@@ -2,7 +2,6 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { WebSocket } from 'ws';
 import { EventsQuery } from '../schemas/streams.js';
 import { errors } from '../src/errors.js';
-import type { SockEvent } from '../src/events/event-log.js';
 import { Observer, type ObserverOptions } from '../src/events/observer.js';
 import type { Registry } from '../src/sockets/registry.js';
 import type { User } from '../src/policy/users.js';
@@ -17,15 +16,7 @@ function observerOptions(
   capacity: number,
   after: number | undefined,
 ): ObserverOptions {
-  const filter = (e: SockEvent) => {
-    if (e.socket === '*') return true;
-    if (q.socket !== undefined && e.socket !== q.socket) return false;
-    if (q.label === undefined && user.role === 'admin') return true;
-    const s = registry.find(e.socket);
-    if (!s) return false;
-    if (user.role !== 'admin' && s.owner !== user.name) return false;
-    return q.label === undefined || s.label === q.label;
-  };
+  const filter = registry.eventFilter(user, { socket: q.socket, label: q.label });
   return { filter, capacity, withData: q.data ?? false, encoding: q.encoding ?? 'utf8', after };
 }
 

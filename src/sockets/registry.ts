@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { SocketOptions } from '../../schemas/options.js';
 import type { SocketState } from '../../schemas/socket.js';
 import { errors, fromSysError, SockctlError } from '../errors.js';
-import type { EventLog } from '../events/event-log.js';
+import type { EventLog, SockEvent } from '../events/event-log.js';
 import { C, native } from '../io/native.js';
 import type { Access } from '../policy/access.js';
 import type { User } from '../policy/users.js';
@@ -131,6 +131,21 @@ export class Registry {
     const s = this.sockets.get(id);
     if (!s || !maysee(user, s)) throw errors.notFound(id);
     return s;
+  }
+
+  /**
+   * Which events `user` may see (DESIGN.md section 5): those of their own sockets (every socket for an
+   * admin), narrowed to one socket or one label; `gap` notices (socket '*') always pass.
+   */
+  eventFilter(user: User, only: { socket?: string | undefined; label?: string | undefined }): (e: SockEvent) => boolean {
+    return (e) => {
+      if (e.socket === '*') return true;
+      if (only.socket !== undefined && e.socket !== only.socket) return false;
+      if (only.label === undefined && user.role === 'admin') return true;
+      const s = this.sockets.get(e.socket);
+      if (!s || !maysee(user, s)) return false;
+      return only.label === undefined || s.label === only.label;
+    };
   }
 
   /** Every socket held, open or retained after close, oldest first. */
