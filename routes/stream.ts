@@ -85,6 +85,7 @@ const stream: FastifyPluginAsyncTypebox = async (app) => {
             highWaterBytes: cfg.streamHighWaterBytes,
             writeQueueBytes: cfg.streamWriteQueueBytes,
             retainBytes: Math.min(cfg.streamRetainBytes, request.user.limits.bufferBytes),
+            userRetainBytes: request.user.limits.bufferBytes,
             retainMs: cfg.streamRetainMs,
             closeFlushMs: cfg.maxWaitMs,
           },

@@ -692,6 +692,36 @@ describe('consumer stream: resume with ?offset=', () => {
     await c2.closed;
   });
 
+  // A user's retained bytes are bounded across all their streams (bufferBytes): the stream that goes over
+  // gives up its own oldest bytes, and a resume from before them says so.
+  it("bounds a user's retention across streams (bufferBytes)", async () => {
+    await boot({ streamRetainBytes: 1024 * 1024, userBufferBytes: 256 * 1024 });
+    const a = await session();
+    const b = await session();
+    const ca = client(`/v1/sockets/${a.id}/stream?binary=true`);
+    const cb = client(`/v1/sockets/${b.id}/stream?binary=true`);
+    await Promise.all([ca.opened, cb.opened]);
+    a.peer.write(randomBytes(200 * 1024));
+    await until(() => ca.binBytes === 200 * 1024, 'a: 200 KiB');
+    b.peer.write(randomBytes(200 * 1024));
+    await until(() => cb.binBytes === 200 * 1024, 'b: 200 KiB');
+    for (const c of [ca, cb]) {
+      c.ws.terminate();
+      await c.closed;
+    }
+    // a kept all of its window; b dropped its oldest bytes to keep the user's total within 256 KiB
+    await detached(a.id);
+    const ra = client(`/v1/sockets/${a.id}/stream?binary=true&offset=0`);
+    await until(() => ra.binBytes === 200 * 1024, 'a replayed in full');
+    expect(ra.events.filter((e) => e.type === 'error')).toEqual([]);
+    await detached(b.id);
+    const rb = client(`/v1/sockets/${b.id}/stream?binary=true&offset=0`);
+    await until(() => rb.order.length > 0, 'b: first frame');
+    expect(rb.events[0]).toMatchObject({ type: 'error', code: 'SOCKCTL_OFFSET_EXPIRED' });
+    expect(rb.events[0].offset).toBeGreaterThanOrEqual(200 * 1024 - (256 * 1024 - 200 * 1024) - 256 * 1024);
+    expect(rb.events[0].offset).toBeGreaterThan(0);
+  });
+
   // Bytes a REST recv took (no consumer attached) are not retained: a resume from before them must say so
   // rather than skip them silently (a binary client could not tell).
   it('a resume across bytes read by REST recv gets SOCKCTL_OFFSET_EXPIRED, not a silent hole', async () => {

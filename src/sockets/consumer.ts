@@ -36,6 +36,8 @@ export interface ConsumerOptions {
   highWaterBytes: number;
   writeQueueBytes: number;
   retainBytes: number;
+  /** What the socket's owner may hold in retention across all their streams (their `bufferBytes`). */
+  userRetainBytes: number;
   retainMs: number;
   /** A graceful close waits this long at most for the peer to acknowledge what was sent. */
   closeFlushMs: number;
@@ -92,14 +94,24 @@ interface Chunk {
  * when retention holds more slots than that (many small chunks) are the oldest copied out and their slots
  * given back. A stopped reader never writes its pool again, so its slots held here stay valid after it.
  */
+/** Retained bytes per user, across their sockets. */
+const heldByUser = new Map<string, number>();
+const hold = (user: string, bytes: number) => {
+  const n = (heldByUser.get(user) ?? 0) + bytes;
+  if (n > 0) heldByUser.set(user, n);
+  else heldByUser.delete(user);
+};
+
 class Retained {
+  constructor(private readonly owner: string) {}
+
   private chunks: Chunk[] = [];
   private head = 0;
   private bytes = 0;
   /** The retained chunks that still hold a reader slot, oldest first (at most maxSlots + 1 of them). */
   private slotted: Chunk[] = [];
 
-  add(offset: number, data: Buffer, limitBytes: number, limitMs: number, slot?: SlotRef, maxSlots = 0): void {
+  add(offset: number, data: Buffer, limitBytes: number, userLimit: number, limitMs: number, slot?: SlotRef, maxSlots = 0): void {
     if (limitBytes === 0) return;
     // the window must be contiguous: bytes read without a consumer (REST recv) were never retained, so what
     // came before them can no longer be resumed without a silent hole
@@ -114,9 +126,12 @@ class Retained {
     const chunk: Chunk = { offset, data, at: Date.now(), slot };
     this.chunks.push(chunk);
     this.bytes += data.length;
+    hold(this.owner, data.length);
     if (slot) this.slotted.push(chunk);
     const oldest = Date.now() - limitMs;
     while (this.head < this.chunks.length && (this.bytes > limitBytes || this.chunks[this.head]!.at < oldest)) this.dropOldest();
+    // the owner's bound across all their streams: this stream gives up its oldest bytes first
+    while (this.head < this.chunks.length && (heldByUser.get(this.owner) ?? 0) > userLimit) this.dropOldest();
     // too many slots held (short reads, small chunks): some become copies so that the reader keeps enough
     // free; the small ones first (the cheapest copies), then the oldest
     for (const small of [true, false]) {
@@ -165,6 +180,7 @@ class Retained {
   private dropOldest(): void {
     const c = this.chunks[this.head++]!;
     this.bytes -= c.data.length;
+    hold(this.owner, -c.data.length);
     this.release(c);
   }
 
@@ -207,7 +223,11 @@ export class Consumer {
     private readonly opts: ConsumerOptions,
   ) {
     let r = retention.get(socket);
-    if (!r) retention.set(socket, (r = new Retained()));
+    if (!r) {
+      const created = new Retained(socket.owner);
+      retention.set(socket, (r = created));
+      socket.onClose(() => created.clear()); // no resume after close: the bytes and the user's share go
+    }
     this.retained = r;
   }
 
@@ -374,7 +394,15 @@ export class Consumer {
     if (event.type === 'data' && payload) {
       const slot = this.currentSlot;
       this.currentSlot = undefined;
-      this.retained.add(event.offset as number, payload, this.opts.retainBytes, this.opts.retainMs, slot, retainSlots(this.opts.retainBytes));
+      this.retained.add(
+        event.offset as number,
+        payload,
+        this.opts.retainBytes,
+        this.opts.userRetainBytes,
+        this.opts.retainMs,
+        slot,
+        retainSlots(this.opts.retainBytes),
+      );
       this.deliver(event.offset as number, payload, event, slot && (() => slot.drop()));
       return;
     }

@@ -99,6 +99,7 @@ export class ManagedSocket {
   /** The last address pair seen connected: finds a TCP connection in /proc once getpeername() fails (TIME_WAIT). */
   private connection: { local: SockAddr; remote: SockAddr } | null = null;
   private unlinkOnClose: (() => void) | undefined;
+  private readonly releases: (() => void)[] = [];
   private connecting: Promise<void> | undefined;
   private rcvTimeoMs = 0;
   private sndTimeoMs = 0;
@@ -474,11 +475,18 @@ export class ManagedSocket {
     this.watcher.close();
     native.close(this.fd);
     this.unlinkOnClose?.();
+    for (const release of this.releases.splice(0)) release();
     this.closedAt = new Date();
     this.closeReason = reason;
     this.transition('closed');
     this.ctx.events.emit(this.id, 'closed', { reason, reset });
     this.ctx.onClosed(this);
+  }
+
+  /** Runs `release` when the socket closes (what others hold on its behalf: retained stream bytes). */
+  onClose(release: () => void): void {
+    if (this.isOpen) this.releases.push(release);
+    else release();
   }
 
   /** The resource of DESIGN.md section 3, read from the kernel now (the last values, once closed). */
