@@ -1,4 +1,5 @@
 import type { EventLog } from '../events/event-log.js';
+import { withProcSnapshot } from './kernel.js';
 import type { ManagedSocket } from './managed-socket.js';
 
 export interface KernelMonitorOptions {
@@ -40,6 +41,10 @@ export class KernelMonitor {
       this.seen.clear();
       return;
     }
+    withProcSnapshot(() => this.sample());
+  }
+
+  private sample(): void {
     const now = Date.now();
     const watched: ManagedSocket[] = [];
     for (const s of this.sockets()) {

@@ -110,14 +110,8 @@ function procDrops(fd: number, domain: number, type: number): number | undefined
     return undefined;
   }
   const file = `/proc/net/${type === C.SOCK_RAW ? 'raw' : 'udp'}${domain === C.AF_INET6 ? '6' : ''}`;
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch {
-    return undefined;
-  }
   // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
-  for (const line of text.split('\n').slice(1)) {
+  for (const line of procLines(file)) {
     const cols = line.trim().split(/\s+/);
     if (cols.length >= 13 && cols[9] === inode) return Number(cols[12]);
   }
@@ -142,19 +136,66 @@ function safe(read: () => number): number | undefined {
 export function procTcpState(local: SockAddr | null, remote: SockAddr | null): string | undefined {
   if (!local || !remote || 'path' in local || 'path' in remote) return undefined;
   const want = `${procAddr(local)} ${procAddr(remote)}`;
-  for (const file of local.family === C.AF_INET ? ['/proc/net/tcp', '/proc/net/tcp6'] : ['/proc/net/tcp6']) {
-    let text: string;
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch {
-      continue;
+  const files = local.family === C.AF_INET ? ['/proc/net/tcp', '/proc/net/tcp6'] : ['/proc/net/tcp6'];
+  if (snapshot) {
+    for (const file of files) {
+      const state = procIndex(file).get(want);
+      if (state !== undefined) return state;
     }
-    for (const line of text.split('\n').slice(1)) {
+    return undefined;
+  }
+  for (const file of files) {
+    for (const line of procLines(file)) {
       const cols = line.trim().split(/\s+/);
       if (cols.length > 3 && `${cols[1]} ${cols[2]}` === want) return tcpStateName(parseInt(cols[3]!, 16));
     }
   }
   return undefined;
+}
+
+/** The lines of a /proc/net table after its header (read once per withProcSnapshot). */
+function procLines(file: string): string[] {
+  const cached = snapshot?.lines.get(file);
+  if (cached) return cached;
+  let lines: string[];
+  try {
+    lines = readFileSync(file, 'utf8').split('\n').slice(1);
+  } catch {
+    lines = [];
+  }
+  snapshot?.lines.set(file, lines);
+  return lines;
+}
+
+/** Within withProcSnapshot: each /proc/net table read once, the TCP ones indexed by address pair. */
+let snapshot: { lines: Map<string, string[]>; tcp: Map<string, Map<string, string>> } | undefined;
+
+function procIndex(file: string): Map<string, string> {
+  let index = snapshot!.tcp.get(file);
+  if (!index) {
+    index = new Map();
+    for (const line of procLines(file)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols.length > 3) index.set(`${cols[1]} ${cols[2]}`, tcpStateName(parseInt(cols[3]!, 16)));
+    }
+    snapshot!.tcp.set(file, index);
+  }
+  return index;
+}
+
+/**
+ * Runs `fn` (synchronous) with /proc/net/tcp{,6} read at most once each: the kernel monitor looks up many
+ * closed sockets per sample, and each read of the table walks the kernel's whole TCP hash (milliseconds).
+ * Outside it every lookup reads the table fresh, so a request never sees a stale state.
+ */
+export function withProcSnapshot<T>(fn: () => T): T {
+  if (snapshot) return fn();
+  snapshot = { lines: new Map(), tcp: new Map() };
+  try {
+    return fn();
+  } finally {
+    snapshot = undefined;
+  }
 }
 
 /** An address as /proc/net/tcp prints it: each 32-bit word in host (little-endian) order, then :PORT. */
