@@ -1,4 +1,4 @@
-// A full descriptor table: the service runs with RLIMIT_NOFILE 128 and a socket ceiling above it, so the
+// A full descriptor table: the service runs with RLIMIT_NOFILE 256 and a socket ceiling above it, so the
 // kernel itself answers EMFILE. Each failing call gets 503 with the errno, nothing leaks, and the service
 // keeps serving once descriptors are free again.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -26,12 +26,14 @@ afterEach(async () => {
 });
 
 describe('a full file-descriptor table', () => {
-  it('answers 503 EMFILE at the failing syscall and recovers', async () => {
+  it('answers 503 EMFILE at the failing syscall and recovers', { timeout: 60_000 }, async () => {
     const port = await freePort();
-    child = spawn('sh', ['-c', 'ulimit -n 128 && exec node --import tsx src/main.ts'], {
+    child = spawn('sh', ['-c', 'ulimit -n 256 && exec node --import tsx src/main.ts'], {
       env: { ...process.env, SOCKCTL_PORT: String(port), SOCKCTL_TOKEN: TOKEN, SOCKCTL_MAX_SOCKETS: '1000', SOCKCTL_LOG_LEVEL: 'warn' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     const base = `http://127.0.0.1:${port}/v1`;
     const headers = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
     for (let i = 0; ; i++) {
@@ -40,13 +42,13 @@ describe('a full file-descriptor table', () => {
       } catch {
         // not listening yet
       }
-      if (i > 200) throw new Error('service did not start');
+      if (i > 600 || child.exitCode !== null) throw new Error(`service did not start: ${stderr.slice(-2000)}`);
       await new Promise((r) => setTimeout(r, 50));
     }
     const create = () => fetch(`${base}/sockets`, { method: 'POST', headers, body: JSON.stringify({ family: 'inet', type: 'dgram', label: 'fill' }) });
     let refused: { status: number; body: Record<string, unknown> } | undefined;
     let made = 0;
-    for (let i = 0; i < 300 && !refused; i++) {
+    for (let i = 0; i < 600 && !refused; i++) {
       const r = await create();
       if (r.status === 201) made++;
       else refused = { status: r.status, body: (await r.json()) as Record<string, unknown> };
