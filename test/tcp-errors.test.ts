@@ -239,3 +239,30 @@ describe('closed and unknown sockets', () => {
     }
   });
 });
+
+describe('a connect whose wait ends', () => {
+  // A listener whose queue is full drops further SYNs, so the client stays in SYN_SENT: the connect's wait
+  // ends with 504 ETIMEDOUT, the socket stays `connecting` (the kernel keeps trying), a non-blocking connect
+  // then gets EALREADY, and once the listener accepts, the kernel completes it and the state follows.
+  it('gives ETIMEDOUT, stays connecting, then EALREADY, and completes after an accept', async () => {
+    const l = await listening(1); // Linux queues backlog + 1 = 2
+    const fill: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const f = await create();
+      expect((await post(f, 'connect', { ...l.local, timeoutMs: 1000 })).status).toBe(200);
+      fill.push(f);
+    }
+    const c = await create();
+    const r = await post(c, 'connect', { ...l.local, timeoutMs: 300 });
+    expectSysError(r, 504, 'ETIMEDOUT', 'connect', c);
+    expect(r.body.message, r.body.message).toMatch(/still in progress after 300 ms\): connection timed out$/);
+    expect((await get(c)).state).toBe('connecting');
+    expect((await get(c)).kernel.tcpState).toBe('SYN_SENT');
+    expectSysError(await post(c, 'connect', { ...l.local, timeoutMs: 0 }), 409, 'EALREADY', 'connect', c);
+    for (let i = 0; i < 2; i++) expect((await post(l.id, 'accept', { timeoutMs: 1000 })).status).toBe(201);
+    // the SYN is retransmitted (1 s, then 2 s): wait for it with a blocking connect, which now succeeds
+    const done = await post(c, 'connect', { ...l.local, timeoutMs: 5000 });
+    expect(done.status).toBe(200);
+    expect(done.body.state).toBe('connected');
+  });
+});

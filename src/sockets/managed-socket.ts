@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import type { AddressInput } from '../../schemas/address.js';
 import type { SocketOptions } from '../../schemas/options.js';
 import type { AsyncError, Family, Protocol, Socket, SocketState, SocketType } from '../../schemas/socket.js';
-import { errors, fromSysError, isErrno, isSysError, SockctlError } from '../errors.js';
+import { errors, fromSysError, isErrno, isSysError, SockctlError, syscallError } from '../errors.js';
 import type { EventLog } from '../events/event-log.js';
 import { ClosedWhileWaiting, Deadline, retryUntilReady } from '../io/blocking.js';
 import { C, native, type SockAddr } from '../io/native.js';
@@ -250,11 +250,8 @@ export class ManagedSocket {
     try {
       const outcome = await Promise.race([this.connecting!.then(() => 'done' as const), expired]);
       if (outcome === 'timeout') {
-        throw fromSysError(
-          Object.assign(new Error('connect: Connection timed out'), { code: 'ETIMEDOUT', errno: C.ETIMEDOUT, syscall: 'connect' }),
-          `${what} (still in progress after ${wait} ms)`,
-          this.id,
-        );
+        // the kernel keeps trying: the socket stays `connecting` (DESIGN.md section 3)
+        throw syscallError('ETIMEDOUT', C.ETIMEDOUT, 'connect', `${what} (still in progress after ${wait} ms)`, this.id, new Error('Connection timed out'));
       }
       return 'connected';
     } finally {
