@@ -8,7 +8,7 @@
  *   `syscall` is the real syscall: accept → "accept4", send → "send" or "sendto" (with `to`),
  *   sendv → "sendmsg", recv → "recvmsg", the sockopt functions and tcpInfo → "getsockopt"/"setsockopt",
  *   ioctlInt → "ioctl", unixQueue → "fstat", "socket", "sendmsg" or "recvmsg" (the one that failed; an error
- *   the kernel answers over netlink comes through "recvmsg"), createPoller → "uv_poll_init",
+ *   the kernel answers over netlink comes through "recvmsg"), tcpDiagState → "socket", "sendmsg" or "recvmsg", createPoller → "uv_poll_init",
  *   Poller.start → "uv_poll_start"; the reader's
  *   read errors → "recvmsg" (passed to its callback, not thrown), Poller.startReading on a non-stream fd →
  *   EOPNOTSUPP with syscall "startReading" (no syscall refuses it: the reader does);
@@ -16,7 +16,7 @@
  *   "<syscall>: invalid address '<addr>'"; a Unix path longer than sun_path throws "ENAMETOOLONG";
  *   an unknown family throws "EAFNOSUPPORT" (all without making the syscall);
  * - every fd the addon creates is SOCK_NONBLOCK | SOCK_CLOEXEC (socket, socketpair, accept4, and the
- *   netlink socket unixQueue opens and closes within the call);
+ *   netlink socket unixQueue and tcpDiagState open and close within the call);
  * - argument errors (wrong JS types) throw a TypeError with code "ERR_INVALID_ARG_TYPE"; numbers out of
  *   range (a non-integer, a port > 65535, an fd beyond int32...) a RangeError with code "ERR_OUT_OF_RANGE".
  */
@@ -307,6 +307,28 @@ export interface Native {
    * closed fd throws EBADF from "fstat".
    */
   unixQueue(fd: number): { rqueue: number; wqueue: number } | null;
+  /**
+   * The kernel's TCP state (include/net/tcp_states.h: 1 ESTABLISHED ... 6 TIME_WAIT, 8 CLOSE_WAIT, 10 LISTEN,
+   * 12 NEW_SYN_RECV is reported as 3 SYN_RECV) of the TCP connection whose local and remote address are
+   * these, whether or not this process holds a descriptor of it: one exact SOCK_DIAG_BY_FAMILY lookup
+   * (linux/inet_diag.h, inet_diag_req_v2 without NLM_F_DUMP; the kernel's inet_diag_find_one_icsk, which
+   * finds full, TIME_WAIT and request sockets) on a NETLINK_SOCK_DIAG socket opened with
+   * SOCK_NONBLOCK | SOCK_CLOEXEC and closed before returning or throwing (as unixQueue: socket, sendmsg,
+   * recvmsg). A connection that lingers after close() in FIN_WAIT2 is reported as 5, as /proc/net/tcp does.
+   *
+   * Both AF_INET: an AF_INET lookup. Otherwise an AF_INET6 one, an AF_INET side given as ::ffff:a.b.c.d
+   * (with both sides v4-mapped the kernel looks in the IPv4 table, where dual-stack sockets are too, so
+   * either form finds either kind of socket). idiag_if is the local address's scopeId (0 unless link-local:
+   * such a socket is bound to that interface). flowinfo is ignored.
+   *
+   * null when the kernel knows no such connection (it answers ENOENT; a kernel without tcp_diag answers
+   * the same) and when the lookup's fallback to listeners found a listener on the local port, whose own id
+   * is not this pair (the reply's addresses and ports are checked against the pair asked for; a listener is
+   * answered, 10, only when asked for with its own id: its address and { 0.0.0.0 or ::, port 0 }).
+   * Errors: an address inet_pton rejects → EINVAL, a family other than AF_INET/AF_INET6 → EAFNOSUPPORT,
+   * both with syscall "tcpDiagState" and no syscall made; otherwise "socket", "sendmsg" or "recvmsg".
+   */
+  tcpDiagState(local: SockAddr, remote: SockAddr): number | null;
   /**
    * A readiness poller on fd. callback(status, events): status 0 or a negative libuv error; events the
    * ready set (POLL_READABLE | POLL_WRITABLE). A pending socket error (POLLERR, e.g. a refused connect)

@@ -901,6 +901,166 @@ static napi_value js_unix_queue(napi_env env, napi_callback_info info) {
     return obj;
 }
 
+/* ---- sock_diag: the TCP state of a connection, by its address pair -------------------------------- */
+
+#define TCP_DIAG_SEQ 2
+
+/* The 16 bytes of an inet sockaddr's address in inet_diag's layout for `family`: an IPv4 address in the
+ * first word (AF_INET) or as ::ffff:a.b.c.d (AF_INET6); an IPv6 address as is. */
+static void diag_addr(const addr_t *a, int family, uint32_t out[4]) {
+    memset(out, 0, 4 * sizeof out[0]);
+    if (a->ss.ss_family == AF_INET6) {
+        memcpy(out, &((const struct sockaddr_in6 *)&a->ss)->sin6_addr, 16);
+        return;
+    }
+    const struct in_addr *in = &((const struct sockaddr_in *)&a->ss)->sin_addr;
+    if (family == AF_INET) {
+        memcpy(&out[0], in, 4);
+    } else {
+        out[2] = htonl(0xffff);
+        memcpy(&out[3], in, 4);
+    }
+}
+
+static uint16_t inet_port(const addr_t *a) { /* network byte order */
+    return a->ss.ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)&a->ss)->sin6_port
+                                       : ((const struct sockaddr_in *)&a->ss)->sin_port;
+}
+
+/* An inet_diag id address of `family` as 16 bytes of the IPv6 form (IPv4 as ::ffff:a.b.c.d), to compare. */
+static void diag_addr_v6(const uint32_t in[4], int family, uint32_t out[4]) {
+    if (family == AF_INET) {
+        out[0] = out[1] = 0;
+        out[2] = htonl(0xffff);
+        out[3] = in[0];
+    } else {
+        memcpy(out, in, 4 * sizeof out[0]);
+    }
+}
+
+/*
+ * One SOCK_DIAG_BY_FAMILY exchange on the NETLINK_SOCK_DIAG socket `nl` for the TCP connection `req`
+ * describes (an exact lookup, no NLM_F_DUMP: the kernel's inet_diag_find_one_icsk, which finds full,
+ * TIME_WAIT and request sockets; it answers during the sendmsg). Returns 1 with *state = idiag_state,
+ * 0 when the kernel knows no such connection (ENOENT, or the lookup's listener fallback found a listener
+ * on the local port, whose id is not the pair asked for), or -errno with *sys the syscall through which
+ * the failure came.
+ */
+static int tcp_diag_lookup(int nl, const struct inet_diag_req_v2 *req, uint8_t *state, const char **sys) {
+    struct {
+        struct nlmsghdr nlh;
+        struct inet_diag_req_v2 req;
+    } msg;
+    union {
+        struct nlmsghdr nlh; /* the alignment NLMSG_* expects */
+        char buf[8192];
+    } reply;
+    struct sockaddr_nl kernel = { .nl_family = AF_NETLINK }; /* nl_pid 0: the kernel */
+    struct iovec iov = { .iov_base = &msg, .iov_len = sizeof msg };
+    struct msghdr mh = { .msg_name = &kernel, .msg_namelen = sizeof kernel, .msg_iov = &iov, .msg_iovlen = 1 };
+    uint32_t want_src[4], want_dst[4];
+    ssize_t got;
+
+    memset(&msg, 0, sizeof msg);
+    msg.nlh.nlmsg_len = sizeof msg;
+    msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    msg.nlh.nlmsg_flags = NLM_F_REQUEST; /* no NLM_F_DUMP: an exact lookup; no NLM_F_ACK: errors come anyway */
+    msg.nlh.nlmsg_seq = TCP_DIAG_SEQ;
+    msg.req = *req;
+    *sys = "sendmsg";
+    if (sendmsg(nl, &mh, 0) < 0)
+        return -errno;
+
+    /* The kernel has answered by now (netlink to the kernel is synchronous): the socket is non-blocking
+     * only so that a missing answer is an EAGAIN, never an event loop blocked for good. */
+    iov = (struct iovec){ .iov_base = reply.buf, .iov_len = sizeof reply.buf };
+    mh = (struct msghdr){ .msg_name = &kernel, .msg_namelen = sizeof kernel, .msg_iov = &iov, .msg_iovlen = 1 };
+    *sys = "recvmsg";
+    if ((got = recvmsg(nl, &mh, 0)) < 0)
+        return -errno;
+    if (mh.msg_flags & MSG_TRUNC)
+        return -EMSGSIZE;
+    diag_addr_v6(req->id.idiag_src, req->sdiag_family, want_src);
+    diag_addr_v6(req->id.idiag_dst, req->sdiag_family, want_dst);
+    int len = (int)got;
+    for (const struct nlmsghdr *h = &reply.nlh; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+        if (h->nlmsg_seq != TCP_DIAG_SEQ)
+            continue;
+        if (h->nlmsg_type == NLMSG_ERROR) {
+            const struct nlmsgerr *e = NLMSG_DATA(h);
+            if (h->nlmsg_len < NLMSG_LENGTH(sizeof *e))
+                return -EPROTO;
+            if (e->error == -ENOENT) /* no such connection (a kernel without tcp_diag answers the same) */
+                return 0;
+            return e->error < 0 ? e->error : -EPROTO; /* 0 would be an ACK, which was not asked for */
+        }
+        if (h->nlmsg_type == NLMSG_DONE)
+            return 0;
+        if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
+            continue;
+        const struct inet_diag_msg *m = NLMSG_DATA(h);
+        uint32_t src[4], dst[4];
+        if (m->idiag_family != AF_INET && m->idiag_family != AF_INET6)
+            continue;
+        /* The socket's own id (an AF_INET6 socket's v4-mapped addresses, an AF_INET one's in the first
+         * word): anything but the pair asked for is the listener the lookup falls back to. */
+        diag_addr_v6(m->id.idiag_src, m->idiag_family, src);
+        diag_addr_v6(m->id.idiag_dst, m->idiag_family, dst);
+        if (m->id.idiag_sport != req->id.idiag_sport || m->id.idiag_dport != req->id.idiag_dport ||
+            memcmp(src, want_src, sizeof src) != 0 || memcmp(dst, want_dst, sizeof dst) != 0)
+            return 0;
+        *state = m->idiag_state;
+        return 1;
+    }
+    return -EPROTO;
+}
+
+/* An AF_INET or AF_INET6 SockAddr for tcpDiagState (anything else: EAFNOSUPPORT, without a syscall). */
+static bool tcp_diag_addr_from_js(napi_env env, napi_value obj, addr_t *a) {
+    if (!addr_from_js(env, obj, "tcpDiagState", a))
+        return false;
+    if (a->ss.ss_family != AF_INET && a->ss.ss_family != AF_INET6)
+        return throw_errno(env, "tcpDiagState", EAFNOSUPPORT);
+    return true;
+}
+
+static napi_value js_tcp_diag_state(napi_env env, napi_callback_info info) {
+    ARGS(2);
+    addr_t local, remote;
+    struct inet_diag_req_v2 req;
+    const char *sys = "socket";
+    uint8_t state = 0;
+    napi_value out;
+    REQUIRE(tcp_diag_addr_from_js(env, argv[0], &local));
+    REQUIRE(tcp_diag_addr_from_js(env, argv[1], &remote));
+    memset(&req, 0, sizeof req);
+    /* Both IPv4: an AF_INET lookup. Otherwise AF_INET6, an IPv4 side as ::ffff:a.b.c.d: with both sides
+     * v4-mapped the kernel looks the pair up in the IPv4 table, where dual-stack sockets are too. */
+    req.sdiag_family = local.ss.ss_family == AF_INET && remote.ss.ss_family == AF_INET ? AF_INET : AF_INET6;
+    req.sdiag_protocol = IPPROTO_TCP;
+    req.idiag_states = ~0u; /* the exact lookup does not filter on it; all, should it ever */
+    req.id.idiag_sport = inet_port(&local);
+    req.id.idiag_dport = inet_port(&remote);
+    diag_addr(&local, req.sdiag_family, req.id.idiag_src);
+    diag_addr(&remote, req.sdiag_family, req.id.idiag_dst);
+    /* A link-local pair: the socket is bound to the scope's interface, and the lookup must name it. */
+    req.id.idiag_if = local.ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&local.ss)->sin6_scope_id : 0;
+    req.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
+    req.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+    int nl = socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (nl < 0)
+        SYSFAIL(env, "socket");
+    int r = tcp_diag_lookup(nl, &req, &state, &sys);
+    close(nl); /* on every path, before anything can throw */
+    if (r < 0)
+        FAIL(throw_errno(env, sys, -r));
+    if (r == 0) {
+        NAPI_CALL(env, napi_get_null(env, &out));
+        return out;
+    }
+    return make_num(env, state);
+}
+
 /* ---- Poller: a one-shot uv_poll_t, with a reading mode ------------------------------------------ */
 
 /*
@@ -1415,7 +1575,7 @@ NAPI_MODULE_INIT() {
         FN("getsockoptLinger", js_getsockopt_linger), FN("setsockoptLinger", js_setsockopt_linger),
         FN("getsockoptTimeval", js_getsockopt_timeval), FN("setsockoptTimeval", js_setsockopt_timeval),
         FN("tcpInfo", js_tcp_info), FN("ioctlInt", js_ioctl_int), FN("fdCount", js_fd_count),
-        FN("unixQueue", js_unix_queue),
+        FN("unixQueue", js_unix_queue), FN("tcpDiagState", js_tcp_diag_state),
         FN("createPoller", js_create_poller),
     };
     if (addon == NULL)

@@ -42,7 +42,12 @@ export async function startApp(overrides: Partial<Config> = {}, files: { policy?
     extra.tokensFile = join(unixDir, 'tokens.json');
     writeFileSync(extra.tokensFile, JSON.stringify(files.tokens));
   }
-  const app = await buildApp(loadConfig({}, { token: TOKEN, unixDir, maxWaitMs: 5000, maxEventLoopDelayMs: 0, ...extra, ...overrides }), { logger: false });
+  // load shedding off and the connect rate high: tests make hundreds of connects a second on a busy machine
+  // (both limits have their own tests, which set them)
+  const app = await buildApp(
+    loadConfig({}, { token: TOKEN, unixDir, maxWaitMs: 5000, maxEventLoopDelayMs: 0, userConnectsPerSecond: 100_000, ...extra, ...overrides }),
+    { logger: false },
+  );
   await app.ready();
   return {
     app,

@@ -154,7 +154,7 @@ describe('module', () => {
       'socket', 'socketpair', 'bind', 'listen', 'accept', 'connect', 'send', 'sendv', 'recv', 'shutdown',
       'close', 'getsockname', 'getpeername', 'getsockoptInt', 'setsockoptInt', 'getsockoptLinger',
       'setsockoptLinger', 'getsockoptTimeval', 'setsockoptTimeval', 'tcpInfo', 'ioctlInt', 'fdCount',
-      'unixQueue', 'createPoller',
+      'unixQueue', 'tcpDiagState', 'createPoller',
     ]) {
       expect(typeof (N as unknown as Record<string, unknown>)[name], name).toBe('function');
     }
@@ -679,6 +679,111 @@ describe('unixQueue (sock_diag)', () => {
     }
     expect(N.fdCount()).toBe(before);
     unlinkSync(path);
+  });
+});
+
+describe('tcpDiagState (sock_diag, exact inet_diag lookup)', () => {
+  const ESTABLISHED = 1, FIN_WAIT2 = 5, TIME_WAIT = 6, CLOSE_WAIT = 8, LISTEN = 10;
+
+  /** Polls tcpDiagState(local, remote) until it is `want` (loopback moves fast, but not within the call). */
+  async function untilState(local: SockAddr, remote: SockAddr, want: number | null): Promise<number | null> {
+    let got = N.tcpDiagState(local, remote);
+    for (let i = 0; i < 200 && got !== want; i++) {
+      await sleep(10);
+      got = N.tcpDiagState(local, remote);
+    }
+    return got;
+  }
+
+  /** A connection's two ends by their fds, with each end's (local, remote) pair. */
+  async function connection(family: number) {
+    const { srv, cli, acc } = await tcpPair(family);
+    const c = inetName(cli), a = inetName(acc);
+    return { srv, cli, acc, c, a };
+  }
+
+  it.each([
+    ['127.0.0.1', C.AF_INET],
+    ['::1', C.AF_INET6],
+  ] as const)('on %s: ESTABLISHED both ways; after the active closer closes, TIME_WAIT for its pair', async (_, family) => {
+    const { cli, acc, c, a } = await connection(family);
+    expect(N.tcpDiagState(c, a)).toBe(ESTABLISHED);
+    expect(N.tcpDiagState(a, c)).toBe(ESTABLISHED);
+    closeFd(cli); // active close: FIN_WAIT2 (an orphan), the accepted end CLOSE_WAIT
+    expect(await untilState(c, a, FIN_WAIT2)).toBe(FIN_WAIT2);
+    expect(await untilState(a, c, CLOSE_WAIT)).toBe(CLOSE_WAIT);
+    closeFd(acc); // LAST_ACK, then gone; the closer's side in TIME_WAIT (a timewait sock, no fd anywhere)
+    expect(await untilState(c, a, TIME_WAIT)).toBe(TIME_WAIT);
+    expect(await untilState(a, c, null)).toBeNull();
+  });
+
+  it.each([
+    ['127.0.0.1', C.AF_INET],
+    ['::1', C.AF_INET6],
+  ] as const)('on %s: a half-closed pair: FIN_WAIT2 on the closer (open fd), CLOSE_WAIT on the peer', async (_, family) => {
+    const { cli, c, a } = await connection(family);
+    N.shutdown(cli, C.SHUT_WR);
+    expect(await untilState(c, a, FIN_WAIT2)).toBe(FIN_WAIT2);
+    expect(await untilState(a, c, CLOSE_WAIT)).toBe(CLOSE_WAIT);
+    expect(N.tcpInfo(cli).state).toBe(FIN_WAIT2);
+  });
+
+  it('null for a made-up pair, and for a pair whose local port is a listener\'s (the lookup\'s listener fallback)', async () => {
+    const port = closedPort();
+    expect(N.tcpDiagState(v4(port), v4(closedPort()))).toBeNull();
+    expect(N.tcpDiagState(v6(closedPort(C.AF_INET6)), v6(1))).toBeNull();
+    const { srv, c, a } = await connection(C.AF_INET);
+    const at = inetName(srv);
+    expect(N.tcpDiagState(at, { ...c, port: c.port === 65535 ? 1 : c.port + 1 })).toBeNull();
+    expect(N.tcpDiagState(a, v4(1, '127.0.0.2'))).toBeNull();
+    expect(N.tcpDiagState(at, v4(0, '0.0.0.0'))).toBe(LISTEN); // the listener's own id
+  });
+
+  it('a dual-stack AF_INET6 socket on IPv4: found with the v4-mapped pair and with the plain IPv4 pair', async () => {
+    const srv = sock(C.AF_INET, C.SOCK_STREAM);
+    N.bind(srv, v4());
+    N.listen(srv, 4);
+    const cli = sock(C.AF_INET6, C.SOCK_STREAM);
+    N.setsockoptInt(cli, C.IPPROTO_IPV6, C.IPV6_V6ONLY, 0);
+    await connectWait(cli, v6(inetName(srv).port, '::ffff:127.0.0.1'));
+    await waitFor(srv, R);
+    track(N.accept(srv).fd);
+    const local = inetName(cli), remote = N.getpeername(cli) as Inet;
+    expect(local).toMatchObject({ family: C.AF_INET6, address: '::ffff:127.0.0.1' });
+    expect(N.tcpDiagState(local, remote)).toBe(ESTABLISHED);
+    expect(N.tcpDiagState(v4(local.port), v4(remote.port))).toBe(ESTABLISHED);
+    expect(N.tcpDiagState(local, v4(remote.port))).toBe(ESTABLISHED); // mixed: the IPv4 side is mapped
+    expect(N.tcpDiagState(v4(remote.port), v4(local.port))).toBe(ESTABLISHED); // the AF_INET accepted end
+    expect(N.tcpDiagState(v6(remote.port, '::ffff:127.0.0.1'), local)).toBe(ESTABLISHED);
+  });
+
+  it('errors: EAFNOSUPPORT for a non-inet family, EINVAL for a bad address (no syscall), argument checks', () => {
+    let e = expectSysError(() => N.tcpDiagState(unix('/tmp/x'), v4(1)), 'EAFNOSUPPORT', 'tcpDiagState');
+    expect(e.message).toBe('tcpDiagState: Address family not supported by protocol');
+    expectSysError(() => N.tcpDiagState(v4(1), { family: C.AF_UNSPEC } as SockAddr), 'EAFNOSUPPORT', 'tcpDiagState');
+    e = expectSysError(() => N.tcpDiagState(v4(1, '999.0.0.1'), v4(2)), 'EINVAL', 'tcpDiagState');
+    expect(e.message).toBe("tcpDiagState: invalid address '999.0.0.1'");
+    expectSysError(() => N.tcpDiagState(v6(1), v6(2, '::1::')), 'EINVAL', 'tcpDiagState');
+    const te = caught(() => N.tcpDiagState(null as unknown as SockAddr, v4(1)));
+    expect(te).toBeInstanceOf(TypeError);
+    expect(te.code).toBe('ERR_INVALID_ARG_TYPE');
+    expect(caught(() => N.tcpDiagState(v4(70000), v4(1))).code).toBe('ERR_OUT_OF_RANGE');
+  });
+
+  it('leaks no fd: 1000 calls (found, null, error paths) leave fdCount unchanged', async () => {
+    const { c, a } = await connection(C.AF_INET);
+    const { c: c6, a: a6 } = await connection(C.AF_INET6);
+    const nowhere = v4(closedPort());
+    const before = N.fdCount();
+    for (let i = 0; i < 1000; i++) {
+      expect(N.tcpDiagState(c, a)).toBe(ESTABLISHED);
+      if (i % 10 === 0) {
+        expect(N.tcpDiagState(a6, c6)).toBe(ESTABLISHED);
+        expect(N.tcpDiagState(nowhere, a)).toBeNull();
+        expect(caught(() => N.tcpDiagState(unix(null), a)).code).toBe('EAFNOSUPPORT');
+      }
+    }
+    expect(N.fdCount()).toBe(before);
   });
 });
 

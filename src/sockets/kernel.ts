@@ -132,9 +132,32 @@ function safe(read: () => number): number | undefined {
   }
 }
 
-/** The `st` of the /proc/net/tcp{,6} line whose local and remote address match, if any. */
+/**
+ * The kernel's TCP state of the connection with this local and remote address, if it knows one: first by an
+ * exact sock_diag lookup (native.tcpDiagState: microseconds, where each read of /proc/net/tcp{,6} walks the
+ * kernel's whole TCP hash), which finds full, TIME_WAIT and request sockets. /proc is read only when sock_diag
+ * cannot answer: the addon threw (EPERM, EOPNOTSUPP... from a sandbox), or this kernel has no tcp_diag
+ * (a lookup then answers ENOENT, i.e. null, for every pair: tcpDiagUsable tells the two apart, once).
+ * (tcpStateSource stays 'proc' in the API: the state is the kernel table's, whichever way it was read.)
+ */
 export function procTcpState(local: SockAddr | null, remote: SockAddr | null): string | undefined {
   if (!local || !remote || 'path' in local || 'path' in remote) return undefined;
+  if (tcpDiagUsable()) {
+    try {
+      const state = native.tcpDiagState(local, remote);
+      return state === null ? undefined : tcpStateName(state);
+    } catch {
+      // sock_diag refused (a seccomp or LSM sandbox, no NETLINK_SOCK_DIAG...): the /proc tables below
+    }
+  }
+  return procFileTcpState(local, remote);
+}
+
+/** The `st` of the /proc/net/tcp{,6} line whose local and remote address match, if any (the fallback). */
+export function procFileTcpState(
+  local: { family: number; address: string; port: number },
+  remote: { family: number; address: string; port: number },
+): string | undefined {
   const want = `${procAddr(local)} ${procAddr(remote)}`;
   const files = local.family === C.AF_INET ? ['/proc/net/tcp', '/proc/net/tcp6'] : ['/proc/net/tcp6'];
   if (snapshot) {
@@ -151,6 +174,35 @@ export function procTcpState(local: SockAddr | null, remote: SockAddr | null): s
     }
   }
   return undefined;
+}
+
+let diagUsable: boolean | undefined;
+
+/**
+ * Whether a null from tcpDiagState means "no such connection" here, checked once per process: a kernel
+ * without tcp_diag (CONFIG_INET_DIAG off, the module not loadable) answers ENOENT to every lookup, as for a
+ * pair it does not know. The probe is a TCP listener on the wildcard address (no interface needed, lo may be
+ * down in a fresh network namespace), which the exact lookup of (its address, 0.0.0.0:0) must find in LISTEN.
+ * An addon error is not decided here: procTcpState falls back on it call by call.
+ */
+function tcpDiagUsable(): boolean {
+  if (diagUsable !== undefined) return diagUsable;
+  let fd: number;
+  try {
+    fd = native.socket(C.AF_INET, C.SOCK_STREAM, 0);
+  } catch {
+    return true; // no fd for the probe now (EMFILE...): the lookup runs, the probe again next time
+  }
+  try {
+    native.bind(fd, { family: C.AF_INET, address: '0.0.0.0', port: 0 });
+    native.listen(fd, 1);
+    diagUsable = native.tcpDiagState(native.getsockname(fd), { family: C.AF_INET, address: '0.0.0.0', port: 0 }) === 10;
+    return diagUsable;
+  } catch {
+    return true; // undecided (sock_diag refused, no port...): procTcpState falls back per call on errors
+  } finally {
+    native.close(fd);
+  }
 }
 
 /** The lines of a /proc/net table after its header (read once per withProcSnapshot). */
