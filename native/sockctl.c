@@ -786,6 +786,66 @@ static napi_value js_fd_count(napi_env env, napi_callback_info info) {
 
 /* ---- sock_diag: a Unix listener's queues ---------------------------------------------------------- */
 
+/* A reply buffer with the alignment NLMSG_* expects. */
+typedef union {
+    struct nlmsghdr nlh;
+    char buf[8192];
+} diag_reply_t;
+
+/*
+ * One SOCK_DIAG_BY_FAMILY exact lookup on the NETLINK_SOCK_DIAG socket `nl`: sends `req` (req_len bytes,
+ * the family's request struct) under sequence `seq` and reads the answer into `reply`. Returns 1 with *msg
+ * at the first answer of at least `min_len` payload bytes, 0 when the kernel knows no such socket (ENOENT,
+ * which a kernel without that family's diag handler answers too), or -errno with *sys the syscall through
+ * which the failure came.
+ */
+static int diag_exchange(int nl, const void *req, size_t req_len, uint32_t seq, size_t min_len, diag_reply_t *reply,
+                         const void **msg, const char **sys) {
+    struct nlmsghdr nlh = {
+        .nlmsg_len = (uint32_t)NLMSG_LENGTH(req_len),
+        .nlmsg_type = SOCK_DIAG_BY_FAMILY,
+        .nlmsg_flags = NLM_F_REQUEST, /* no NLM_F_DUMP: an exact lookup; no NLM_F_ACK: errors come anyway */
+        .nlmsg_seq = seq,
+    };
+    struct sockaddr_nl kernel = { .nl_family = AF_NETLINK }; /* nl_pid 0: the kernel */
+    struct iovec out[2] = { { .iov_base = &nlh, .iov_len = NLMSG_HDRLEN }, { .iov_base = (void *)req, .iov_len = req_len } };
+    struct msghdr mh = { .msg_name = &kernel, .msg_namelen = sizeof kernel, .msg_iov = out, .msg_iovlen = 2 };
+    ssize_t got;
+
+    *sys = "sendmsg";
+    if (sendmsg(nl, &mh, 0) < 0)
+        return -errno;
+    /* The kernel has answered by now (netlink to the kernel is synchronous): the socket is non-blocking
+     * only so that a missing answer is an EAGAIN, never an event loop blocked for good. */
+    struct iovec in = { .iov_base = reply->buf, .iov_len = sizeof reply->buf };
+    mh = (struct msghdr){ .msg_name = &kernel, .msg_namelen = sizeof kernel, .msg_iov = &in, .msg_iovlen = 1 };
+    *sys = "recvmsg";
+    if ((got = recvmsg(nl, &mh, 0)) < 0)
+        return -errno;
+    if (mh.msg_flags & MSG_TRUNC)
+        return -EMSGSIZE;
+    int len = (int)got;
+    for (const struct nlmsghdr *h = &reply->nlh; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+        if (h->nlmsg_seq != seq)
+            continue;
+        if (h->nlmsg_type == NLMSG_ERROR) {
+            const struct nlmsgerr *e = NLMSG_DATA(h);
+            if (h->nlmsg_len < NLMSG_LENGTH(sizeof *e))
+                return -EPROTO;
+            if (e->error == -ENOENT)
+                return 0;
+            return e->error < 0 ? e->error : -EPROTO; /* 0 would be an ACK, which was not asked for */
+        }
+        if (h->nlmsg_type == NLMSG_DONE)
+            return 0;
+        if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY || h->nlmsg_len < NLMSG_LENGTH(min_len))
+            continue;
+        *msg = NLMSG_DATA(h);
+        return 1;
+    }
+    return -EPROTO;
+}
+
 #define UNIX_DIAG_SEQ 1
 #define TCP_LISTEN_STATE 10 /* include/net/tcp_states.h: AF_UNIX listeners are in TCP_LISTEN too */
 
@@ -796,76 +856,34 @@ static napi_value js_fd_count(napi_env env, napi_callback_info info) {
  * (ENOENT), or -errno with *sys the syscall through which the failure came.
  */
 static int unix_diag_rqlen(int nl, uint32_t ino, uint32_t *rq, uint32_t *wq, const char **sys) {
-    struct {
-        struct nlmsghdr nlh;
-        struct unix_diag_req req;
-    } msg;
-    union {
-        struct nlmsghdr nlh; /* the alignment NLMSG_* expects */
-        char buf[8192];
-    } reply;
-    struct sockaddr_nl kernel = { .nl_family = AF_NETLINK }; /* nl_pid 0: the kernel */
-    struct iovec iov = { .iov_base = &msg, .iov_len = sizeof msg };
-    struct msghdr mh = { .msg_name = &kernel, .msg_namelen = sizeof kernel, .msg_iov = &iov, .msg_iovlen = 1 };
-    ssize_t got;
-
-    memset(&msg, 0, sizeof msg);
-    msg.nlh.nlmsg_len = sizeof msg;
-    msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-    msg.nlh.nlmsg_flags = NLM_F_REQUEST; /* no NLM_F_DUMP: an exact lookup by inode; no NLM_F_ACK: errors come anyway */
-    msg.nlh.nlmsg_seq = UNIX_DIAG_SEQ;
-    msg.req.sdiag_family = AF_UNIX;
-    msg.req.udiag_states = 1u << TCP_LISTEN_STATE;
-    msg.req.udiag_ino = ino;
-    msg.req.udiag_show = UDIAG_SHOW_RQLEN;
-    msg.req.udiag_cookie[0] = INET_DIAG_NOCOOKIE;
-    msg.req.udiag_cookie[1] = INET_DIAG_NOCOOKIE;
-    *sys = "sendmsg";
-    if (sendmsg(nl, &mh, 0) < 0)
-        return -errno;
-
-    /* The kernel has answered by now (netlink to the kernel is synchronous): the socket is non-blocking
-     * only so that a missing answer is an EAGAIN, never an event loop blocked for good. */
-    iov = (struct iovec){ .iov_base = reply.buf, .iov_len = sizeof reply.buf };
-    mh = (struct msghdr){ .msg_name = &kernel, .msg_namelen = sizeof kernel, .msg_iov = &iov, .msg_iovlen = 1 };
-    *sys = "recvmsg";
-    if ((got = recvmsg(nl, &mh, 0)) < 0)
-        return -errno;
-    if (mh.msg_flags & MSG_TRUNC)
-        return -EMSGSIZE;
-    int len = (int)got;
-    for (const struct nlmsghdr *h = &reply.nlh; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
-        if (h->nlmsg_seq != UNIX_DIAG_SEQ)
+    struct unix_diag_req req = {
+        .sdiag_family = AF_UNIX,
+        .udiag_states = 1u << TCP_LISTEN_STATE,
+        .udiag_ino = ino,
+        .udiag_show = UDIAG_SHOW_RQLEN,
+        .udiag_cookie = { INET_DIAG_NOCOOKIE, INET_DIAG_NOCOOKIE },
+    };
+    diag_reply_t reply;
+    const void *found;
+    int r = diag_exchange(nl, &req, sizeof req, UNIX_DIAG_SEQ, sizeof(struct unix_diag_msg), &reply, &found, sys);
+    if (r <= 0)
+        return r;
+    const struct unix_diag_msg *m = found;
+    const struct nlmsghdr *h = (const struct nlmsghdr *)((const char *)m - NLMSG_HDRLEN);
+    if (m->udiag_family != AF_UNIX || m->udiag_ino != ino)
+        return -EPROTO;
+    int alen = (int)(h->nlmsg_len - NLMSG_LENGTH(sizeof *m));
+    for (const struct rtattr *a = (const struct rtattr *)((const char *)m + NLMSG_ALIGN(sizeof *m)); RTA_OK(a, alen);
+         a = RTA_NEXT(a, alen)) {
+        struct unix_diag_rqlen q;
+        if (a->rta_type != UNIX_DIAG_RQLEN || RTA_PAYLOAD(a) < sizeof q)
             continue;
-        if (h->nlmsg_type == NLMSG_ERROR) {
-            const struct nlmsgerr *e = NLMSG_DATA(h);
-            if (h->nlmsg_len < NLMSG_LENGTH(sizeof *e))
-                return -EPROTO;
-            if (e->error == -ENOENT) /* no such socket (nor an AF_UNIX diag handler: the same answer) */
-                return 0;
-            return e->error < 0 ? e->error : -EPROTO; /* 0 would be an ACK, which was not asked for */
-        }
-        if (h->nlmsg_type == NLMSG_DONE)
-            return 0;
-        if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct unix_diag_msg)))
-            continue;
-        const struct unix_diag_msg *m = NLMSG_DATA(h);
-        if (m->udiag_family != AF_UNIX || m->udiag_ino != ino)
-            continue;
-        int alen = (int)(h->nlmsg_len - NLMSG_LENGTH(sizeof *m));
-        for (const struct rtattr *a = (const struct rtattr *)((const char *)m + NLMSG_ALIGN(sizeof *m)); RTA_OK(a, alen);
-             a = RTA_NEXT(a, alen)) {
-            struct unix_diag_rqlen q;
-            if (a->rta_type != UNIX_DIAG_RQLEN || RTA_PAYLOAD(a) < sizeof q)
-                continue;
-            memcpy(&q, RTA_DATA(a), sizeof q);
-            *rq = q.udiag_rqueue;
-            *wq = q.udiag_wqueue;
-            return 1;
-        }
-        return -EPROTO; /* the socket, without the attribute asked for */
+        memcpy(&q, RTA_DATA(a), sizeof q);
+        *rq = q.udiag_rqueue;
+        *wq = q.udiag_wqueue;
+        return 1;
     }
-    return -EPROTO;
+    return -EPROTO; /* the socket, without the attribute asked for */
 }
 
 static napi_value js_unix_queue(napi_env env, napi_callback_info info) {
@@ -947,72 +965,26 @@ static void diag_addr_v6(const uint32_t in[4], int family, uint32_t out[4]) {
  * the failure came.
  */
 static int tcp_diag_lookup(int nl, const struct inet_diag_req_v2 *req, uint8_t *state, const char **sys) {
-    struct {
-        struct nlmsghdr nlh;
-        struct inet_diag_req_v2 req;
-    } msg;
-    union {
-        struct nlmsghdr nlh; /* the alignment NLMSG_* expects */
-        char buf[8192];
-    } reply;
-    struct sockaddr_nl kernel = { .nl_family = AF_NETLINK }; /* nl_pid 0: the kernel */
-    struct iovec iov = { .iov_base = &msg, .iov_len = sizeof msg };
-    struct msghdr mh = { .msg_name = &kernel, .msg_namelen = sizeof kernel, .msg_iov = &iov, .msg_iovlen = 1 };
-    uint32_t want_src[4], want_dst[4];
-    ssize_t got;
-
-    memset(&msg, 0, sizeof msg);
-    msg.nlh.nlmsg_len = sizeof msg;
-    msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-    msg.nlh.nlmsg_flags = NLM_F_REQUEST; /* no NLM_F_DUMP: an exact lookup; no NLM_F_ACK: errors come anyway */
-    msg.nlh.nlmsg_seq = TCP_DIAG_SEQ;
-    msg.req = *req;
-    *sys = "sendmsg";
-    if (sendmsg(nl, &mh, 0) < 0)
-        return -errno;
-
-    /* The kernel has answered by now (netlink to the kernel is synchronous): the socket is non-blocking
-     * only so that a missing answer is an EAGAIN, never an event loop blocked for good. */
-    iov = (struct iovec){ .iov_base = reply.buf, .iov_len = sizeof reply.buf };
-    mh = (struct msghdr){ .msg_name = &kernel, .msg_namelen = sizeof kernel, .msg_iov = &iov, .msg_iovlen = 1 };
-    *sys = "recvmsg";
-    if ((got = recvmsg(nl, &mh, 0)) < 0)
-        return -errno;
-    if (mh.msg_flags & MSG_TRUNC)
-        return -EMSGSIZE;
+    diag_reply_t reply;
+    const void *found;
+    uint32_t want_src[4], want_dst[4], src[4], dst[4];
+    int r = diag_exchange(nl, req, sizeof *req, TCP_DIAG_SEQ, sizeof(struct inet_diag_msg), &reply, &found, sys);
+    if (r <= 0)
+        return r;
+    const struct inet_diag_msg *m = found;
+    if (m->idiag_family != AF_INET && m->idiag_family != AF_INET6)
+        return -EPROTO;
+    /* The socket's own id (an AF_INET6 socket's v4-mapped addresses, an AF_INET one's in the first word):
+     * anything but the pair asked for is the listener the lookup falls back to. */
     diag_addr_v6(req->id.idiag_src, req->sdiag_family, want_src);
     diag_addr_v6(req->id.idiag_dst, req->sdiag_family, want_dst);
-    int len = (int)got;
-    for (const struct nlmsghdr *h = &reply.nlh; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
-        if (h->nlmsg_seq != TCP_DIAG_SEQ)
-            continue;
-        if (h->nlmsg_type == NLMSG_ERROR) {
-            const struct nlmsgerr *e = NLMSG_DATA(h);
-            if (h->nlmsg_len < NLMSG_LENGTH(sizeof *e))
-                return -EPROTO;
-            if (e->error == -ENOENT) /* no such connection (a kernel without tcp_diag answers the same) */
-                return 0;
-            return e->error < 0 ? e->error : -EPROTO; /* 0 would be an ACK, which was not asked for */
-        }
-        if (h->nlmsg_type == NLMSG_DONE)
-            return 0;
-        if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
-            continue;
-        const struct inet_diag_msg *m = NLMSG_DATA(h);
-        uint32_t src[4], dst[4];
-        if (m->idiag_family != AF_INET && m->idiag_family != AF_INET6)
-            continue;
-        /* The socket's own id (an AF_INET6 socket's v4-mapped addresses, an AF_INET one's in the first
-         * word): anything but the pair asked for is the listener the lookup falls back to. */
-        diag_addr_v6(m->id.idiag_src, m->idiag_family, src);
-        diag_addr_v6(m->id.idiag_dst, m->idiag_family, dst);
-        if (m->id.idiag_sport != req->id.idiag_sport || m->id.idiag_dport != req->id.idiag_dport ||
-            memcmp(src, want_src, sizeof src) != 0 || memcmp(dst, want_dst, sizeof dst) != 0)
-            return 0;
-        *state = m->idiag_state;
-        return 1;
-    }
-    return -EPROTO;
+    diag_addr_v6(m->id.idiag_src, m->idiag_family, src);
+    diag_addr_v6(m->id.idiag_dst, m->idiag_family, dst);
+    if (m->id.idiag_sport != req->id.idiag_sport || m->id.idiag_dport != req->id.idiag_dport ||
+        memcmp(src, want_src, sizeof src) != 0 || memcmp(dst, want_dst, sizeof dst) != 0)
+        return 0;
+    *state = m->idiag_state;
+    return 1;
 }
 
 /* An AF_INET or AF_INET6 SockAddr for tcpDiagState (anything else: EAFNOSUPPORT, without a syscall). */
