@@ -1,3 +1,5 @@
+import type { ErrorResponse } from '../schemas/common.js';
+
 /**
  * Every user-facing error of the service. One class, a stable `code`, an HTTP status, and for syscall
  * failures the errno name, number and syscall, with the addon's original error kept as `cause`.
@@ -65,15 +67,8 @@ export function statusForErrno(code: string): number {
   return ERRNO_STATUS[code] ?? 500;
 }
 
-export interface ErrorBody {
-  statusCode: number;
-  error: string;
-  code: string;
-  message: string;
-  errno?: number;
-  syscall?: string;
-  socket?: string;
-}
+/** The wire shape of every failure: the ErrorResponse schema's type. */
+export type ErrorBody = ErrorResponse;
 
 export class SockctlError extends Error {
   readonly statusCode: number;

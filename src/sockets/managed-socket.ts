@@ -183,7 +183,7 @@ export class ManagedSocket {
     this.guard('accept4');
     const deadline = new Deadline(this.waitFor(timeoutMs, this.rcvTimeoMs));
     const accepted = await this.sysAsync('accept', () =>
-      this.watcherRetry('readable', deadline, () => native.accept(this.fd)),
+      retryUntilReady(this.watcher, 'readable', deadline, () => native.accept(this.fd)),
     );
     let child: ManagedSocket;
     try {
@@ -366,12 +366,13 @@ export class ManagedSocket {
   }
 
   /**
-   * The consumer stream's read (DESIGN.md section 5): non-blocking recvs of up to `chunkBytes` until the
-   * kernel has no more, EOF, or `budget` bytes (so one fast peer cannot starve the event loop). Each chunk
-   * becomes one `data` event; EOF becomes `eof`. Returns whether to read again at once ('more'), wait for
-   * readiness ('blocked') or stop ('eof').
+   * A consumer stream's read on a datagram or seqpacket socket (streams use the native reader): non-blocking
+   * recvs of one message each, up to `chunkBytes`, until the kernel has no more, a seqpacket EOF, or `budget`
+   * bytes (so one fast peer cannot starve the event loop). Each message becomes one `data` event with its
+   * sender. Returns whether to read again at once ('more'), wait for readiness ('blocked') or stop ('eof').
    */
   pull(chunkBytes: number, budget: number): 'more' | 'blocked' | 'eof' {
+    assert.ok(!this.stream, 'stream sockets are read by the native reader');
     this.guard('recvmsg');
     let taken = 0;
     while (taken < budget) {
@@ -382,12 +383,10 @@ export class ManagedSocket {
         if (isErrno(e, 'EAGAIN')) return 'blocked';
         throw this.fail(e, 'recv');
       }
-      const eof = r.length === 0 && (this.stream || this.type === 'SOCK_SEQPACKET');
-      if (this.stream) this.received(r.data, eof);
-      else this.received(r.data, eof, r.from ? nullIfUnnamed(r.from) : null, r.truncated);
+      const eof = r.length === 0 && this.type === 'SOCK_SEQPACKET';
+      this.received(r.data, eof, r.from ? nullIfUnnamed(r.from) : null, r.truncated);
       if (eof) return 'eof';
       taken += r.data.length;
-      if (this.stream && r.data.length < chunkBytes) return 'blocked'; // a short read: the queue is empty
     }
     return 'more';
   }
@@ -571,10 +570,6 @@ export class ManagedSocket {
   private waitFor(timeoutMs: number | undefined, socketDefault: number): number {
     const wanted = timeoutMs ?? (socketDefault > 0 ? socketDefault : this.ctx.maxWaitMs);
     return Math.min(wanted, this.ctx.maxWaitMs);
-  }
-
-  private watcherRetry<T>(what: 'readable' | 'writable', deadline: Deadline, attempt: () => T): Promise<T> {
-    return retryUntilReady(this.watcher, what, deadline, attempt);
   }
 
   /** Runs one syscall, turning its failure into the user's error (and lastError when asynchronous). */
