@@ -8,6 +8,7 @@
  */
 import { WebSocket } from 'ws';
 import { nowMs } from './clock.js';
+import { serveHarness } from './child-server.js';
 
 interface Counter {
   ws: WebSocket;
@@ -95,11 +96,4 @@ async function handle(req: Request): Promise<Record<string, unknown>> {
   }
 }
 
-process.on('message', (req: Request) => {
-  handle(req).then(
-    (r) => process.send!({ id: req.id, ...r }),
-    (e: unknown) => process.send!({ id: req.id, error: e instanceof Error ? e.message : String(e) }),
-  );
-});
-process.on('disconnect', () => process.exit(0));
-process.send!({ id: 0, ready: true });
+serveHarness(handle);

@@ -6,6 +6,7 @@
  */
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { nowMs } from './clock.js';
+import { serveHarness } from './child-server.js';
 
 interface Conn {
   socket: Socket;
@@ -167,11 +168,4 @@ async function handle(req: Request): Promise<Record<string, unknown>> {
   }
 }
 
-process.on('message', (req: Request) => {
-  handle(req).then(
-    (r) => process.send!({ id: req.id, ...r }),
-    (e: unknown) => process.send!({ id: req.id, error: e instanceof Error ? e.message : String(e) }),
-  );
-});
-process.on('disconnect', () => process.exit(0)); // the harness went away
-process.send!({ id: 0, ready: true });
+serveHarness(handle);
