@@ -3,19 +3,12 @@
 // keeps serving once descriptors are free again.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { createServer } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import { closedPort } from './ports.js';
 
 const TOKEN = 'emfile-token';
 let child: ChildProcess | undefined;
 
-async function freePort(): Promise<number> {
-  const srv = createServer().listen(0, '127.0.0.1');
-  await once(srv, 'listening');
-  const port = (srv.address() as { port: number }).port;
-  srv.close();
-  return port;
-}
 
 afterEach(async () => {
   if (child && child.exitCode === null) {
@@ -27,7 +20,7 @@ afterEach(async () => {
 
 describe('a full file-descriptor table', () => {
   it('answers 503 EMFILE at the failing syscall and recovers', { timeout: 60_000 }, async () => {
-    const port = await freePort();
+    const port = closedPort();
     child = spawn('sh', ['-c', 'ulimit -n 256 && exec node --import tsx src/main.ts'], {
       env: { ...process.env, SOCKCTL_PORT: String(port), SOCKCTL_TOKEN: TOKEN, SOCKCTL_MAX_SOCKETS: '1000', SOCKCTL_LOG_LEVEL: 'warn' },
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -5,6 +5,7 @@ import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, un
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import type { Native, Poller, SockAddr } from '../native/index.js';
+import { closedPort } from './ports.js';
 
 const N = createRequire(import.meta.url)('../build/Release/sockctl.node') as Native;
 const C = N.constants;
@@ -120,14 +121,6 @@ function fdFlags(fd: number): { nonblock: boolean; cloexec: boolean } {
   return { nonblock: (flags & 0o4000) !== 0, cloexec: (flags & 0o2000000) !== 0 };
 }
 
-/** A loopback port nobody listens on (bound and released). */
-function closedPort(family = C.AF_INET): number {
-  const s = N.socket(family, C.SOCK_STREAM, 0);
-  N.bind(s, family === C.AF_INET ? v4() : v6());
-  const port = inetName(s).port;
-  N.close(s);
-  return port;
-}
 
 beforeAll(() => {
   dir = mkdtempSync('/tmp/sctl-'); // short: sun_path holds 107 bytes
@@ -731,7 +724,7 @@ describe('tcpDiagState (sock_diag, exact inet_diag lookup)', () => {
   it('null for a made-up pair, and for a pair whose local port is a listener\'s (the lookup\'s listener fallback)', async () => {
     const port = closedPort();
     expect(N.tcpDiagState(v4(port), v4(closedPort()))).toBeNull();
-    expect(N.tcpDiagState(v6(closedPort(C.AF_INET6)), v6(1))).toBeNull();
+    expect(N.tcpDiagState(v6(closedPort()), v6(1))).toBeNull();
     const { srv, c, a } = await connection(C.AF_INET);
     const at = inetName(srv);
     expect(N.tcpDiagState(at, { ...c, port: c.port === 65535 ? 1 : c.port + 1 })).toBeNull();

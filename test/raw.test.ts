@@ -4,11 +4,11 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startApp, until, type TestApp } from './helpers.js';
+import { closedPort } from './ports.js';
 
 let t: TestApp | undefined;
 afterEach(async () => {
@@ -169,18 +169,10 @@ describe.skipIf(!root)('raw ICMP, enabled and privileged', () => {
   });
 });
 
-/** A port nobody listens on right now. */
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((resolve) => srv.close(resolve));
-  return port;
-}
 
 describe.skipIf(!root || !setpriv)('raw ICMP, enabled but without CAP_NET_RAW', () => {
   it('passes the kernel EPERM through as 409', async () => {
-    const port = await freePort();
+    const port = closedPort();
     const unixDir = mkdtempSync(join(tmpdir(), 'sc-raw-'));
     const env = { ...process.env, SOCKCTL_PORT: String(port), SOCKCTL_TOKEN: 'raw-token', SOCKCTL_UNIX_DIR: unixDir, SOCKCTL_ALLOW_RAW: 'true', SOCKCTL_LOG_LEVEL: 'warn' };
     // root without CAP_NET_RAW in its bounding set: exec gives the service no such capability

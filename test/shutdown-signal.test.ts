@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { until } from './helpers.js';
+import { closedPort } from './ports.js';
 
 const ROOT = join(import.meta.dirname, '..');
 
@@ -28,14 +29,6 @@ afterEach(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-/** A port nobody listens on right now (bound to port 0, then released). */
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((resolve) => srv.close(resolve));
-  return port;
-}
 
 /** Whether a fresh listener can take 127.0.0.1:port now. */
 async function canBind(port: number): Promise<boolean> {
@@ -50,7 +43,7 @@ async function canBind(port: number): Promise<boolean> {
 
 /** Starts `node --import tsx src/main.ts` with the given environment and waits for /v1/health. */
 async function startService(env: Record<string, string>): Promise<Service> {
-  const port = await freePort();
+  const port = closedPort();
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
     cwd: ROOT,
     env: { ...process.env, SOCKCTL_PORT: String(port), SOCKCTL_LOG_LEVEL: 'warn', ...env },
@@ -131,7 +124,8 @@ describe('SIGTERM', () => {
 
     // a TCP listener nobody connected to, and a TCP connection on another listener
     const tl = await create(s, 'inet', 'stream');
-    const tcpPort = (await op(s, tl, 'bind', { address: '127.0.0.1', port: 0 })).local.port as number;
+    // ports outside the ephemeral range: nothing else on the machine takes them once they are released
+    const tcpPort = (await op(s, tl, 'bind', { address: '127.0.0.1', port: closedPort() })).local.port as number;
     await op(s, tl, 'listen');
     const tl2 = await create(s, 'inet', 'stream');
     await op(s, tl2, 'bind', { address: '127.0.0.1', port: 0 });
@@ -139,7 +133,7 @@ describe('SIGTERM', () => {
     const tc = await create(s, 'inet', 'stream');
     await op(s, tc, 'connect', tl2Addr);
     const udp = await create(s, 'inet', 'dgram');
-    const udpPort = (await op(s, udp, 'bind', { address: '127.0.0.1', port: 0 })).local.port as number;
+    const udpPort = (await op(s, udp, 'bind', { address: '127.0.0.1', port: closedPort() })).local.port as number;
 
     const list = await s.call('GET', '/v1/sockets');
     expect(list.body.items.filter((x: { state: string }) => x.state !== 'closed').length).toBe(11);

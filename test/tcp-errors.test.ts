@@ -4,6 +4,7 @@
 import { constants } from 'node:os';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startApp, until, type Reply, type TestApp } from './helpers.js';
+import { closedPort } from './ports.js';
 
 let t: TestApp;
 beforeEach(async () => {
@@ -62,12 +63,6 @@ async function pair(): Promise<{ c: string; a: string }> {
   return { c, a: a.body.id };
 }
 
-/** A loopback port nobody listens on: bound by a socket that was then closed. */
-async function closedPort(): Promise<number> {
-  const s = await bound();
-  expect((await t.call('DELETE', `/v1/sockets/${s.id}`)).status).toBe(200);
-  return s.local.port;
-}
 
 describe('errno at the right step', () => {
   // bind(2) itself fails when another socket holds the port; the service does not defer the bind.
@@ -89,7 +84,7 @@ describe('errno at the right step', () => {
   // The refusal comes from connect; the socket returns to created (or bound) with lastError, and a new
   // connect goes to the kernel as is (the same refusal again, not ECONNABORTED).
   it('connect to a closed loopback port gives 502 ECONNREFUSED and returns the socket to created', async () => {
-    const port = await closedPort();
+    const port = closedPort();
     const c = await create();
     const r = await post(c, 'connect', { address: '127.0.0.1', port });
     expectSysError(r, 502, 'ECONNREFUSED', 'connect', c, `connect 127.0.0.1:${port}: connection refused`);
@@ -107,7 +102,7 @@ describe('errno at the right step', () => {
 
   // A non-blocking connect (timeoutMs 0) that is refused later: 202 now, then created with lastError.
   it('a refused non-blocking connect answers 202, then the socket is created with lastError ECONNREFUSED', async () => {
-    const port = await closedPort();
+    const port = closedPort();
     const c = await create();
     const r = await post(c, 'connect', { address: '127.0.0.1', port, timeoutMs: 0 });
     if (r.status === 202) expect(r.body.state).toBe('connecting');

@@ -3,6 +3,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { fdCount, startApp, until, type TestApp } from './helpers.js';
+import { closedPort } from './ports.js';
 
 let t: TestApp;
 beforeEach(async () => {
@@ -277,11 +278,7 @@ describe('labels', () => {
 describe('descriptor hygiene', () => {
   // 300 cycles of successes and failures over HTTP leave exactly the descriptors there were before.
   it('leaks no fd over 300 create/bind/listen/connect/accept/refused/close cycles', async () => {
-    const refused = await (async () => {
-      const s = await listening(1);
-      expect((await del(s.id)).status).toBe(200);
-      return s.local.port;
-    })();
+    const refused = closedPort();
     const before = fdCount();
     for (let i = 0; i < 300; i++) {
       const l = await listening(2);

@@ -2,6 +2,7 @@
 // truncation (MSG_TRUNC), MSG_PEEK, implicit bind, raw octet bodies, ICMP port unreachable, EAGAIN.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startApp, TOKEN, type TestApp } from './helpers.js';
+import { closedPort } from './ports.js';
 
 let t: TestApp;
 beforeEach(async () => {
@@ -35,12 +36,6 @@ async function bound(): Promise<{ id: string; local: Addr }> {
 const send = (id: string, body: object) => t.call('POST', `/v1/sockets/${id}/send`, body);
 const recv = (id: string, body: object = {}) => t.call('POST', `/v1/sockets/${id}/recv`, body);
 
-/** A free UDP port on 127.0.0.1 (bound, then released by closing its socket). */
-async function closedPort(): Promise<number> {
-  const s = await bound();
-  expect((await t.call('DELETE', `/v1/sockets/${s.id}`)).status).toBe(200);
-  return s.local.port;
-}
 
 describe('UDP sendto / recvfrom', () => {
   // recvfrom reports the sender as getsockname() shows it on the sending socket.
@@ -213,7 +208,7 @@ describe('connected UDP', () => {
   // Loopback answers a datagram to a closed port with ICMP port unreachable; a connected UDP socket
   // reports it as ECONNREFUSED on its next call, and the service records it in lastError.
   it('reports ECONNREFUSED on recv after sending to a closed port', async () => {
-    const port = await closedPort();
+    const port = closedPort();
     const a = await bound();
     expect((await t.call('POST', `/v1/sockets/${a.id}/connect`, { address: '127.0.0.1', port })).status).toBe(200);
     expect((await send(a.id, { data: 'anyone?' })).body).toEqual({ bytes: 7 });
