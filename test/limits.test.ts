@@ -478,6 +478,13 @@ describe('security headers', () => {
       expect(r.headers['cross-origin-resource-policy'], what).toBe('same-site');
       expect(r.headers['x-powered-by'], what).toBeUndefined();
     }
+    // the quota headers come with the 429 only
+    expect(answers.at(-1)![1].headers).toMatchObject({ 'x-ratelimit-limit': '3', 'x-ratelimit-remaining': '0', 'retry-after': expect.any(String) });
+    expect(answers[0]![1].headers['x-ratelimit-remaining']).toBeUndefined();
+    // the pages a browser renders (Swagger UI) get helmet's whole set
+    const docs = await call(null, 'GET', '/docs/');
+    expect(docs.status).toBe(200);
+    expect(docs.headers).toMatchObject({ 'x-content-type-options': 'nosniff', 'cross-origin-opener-policy': 'same-origin', 'strict-transport-security': expect.stringContaining('max-age') });
   });
 });
 

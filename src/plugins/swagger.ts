@@ -1,3 +1,4 @@
+import helmet from '@fastify/helmet';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
@@ -26,5 +27,10 @@ export async function installSwagger(app: FastifyInstance, version: string): Pro
     },
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`) },
   });
-  await app.register(swaggerUi, { routePrefix: '/docs' });
+  // the one page a browser renders: helmet's whole set of headers, in this scope only (the API's own are in
+  // plugins/hardening.ts); CSP off, since Swagger UI's page runs its own scripts
+  await app.register(async (docs) => {
+    await docs.register(helmet, { contentSecurityPolicy: false, crossOriginResourcePolicy: { policy: 'same-site' } });
+    await docs.register(swaggerUi, { routePrefix: '/docs' });
+  });
 }

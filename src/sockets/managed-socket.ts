@@ -24,6 +24,8 @@ export interface SocketContext {
   readonly access: Access;
   /** How many listening sockets the user holds now. */
   countListeners(owner: string): number;
+  /** Called on every state change, before its event. */
+  onTransition(socket: ManagedSocket, previous: SocketState, to: SocketState): void;
   /** Owners of the open sockets of the same type and family as `socket` bound to `port`. */
   portOwners(socket: ManagedSocket, port: number): string[];
   readonly maxWaitMs: number;
@@ -143,6 +145,7 @@ export class ManagedSocket {
     if (previous === to) return;
     assert.ok(canTransition(previous, to), `illegal transition ${previous} -> ${to}`);
     this.current = to;
+    this.ctx.onTransition(this, previous, to);
     // remember the connection's address pair now, even if nobody reads the resource while it lasts
     if (to === 'connected') this.refreshAddresses();
     this.ctx.events.emit(this.id, 'state', { state: to, previous });
@@ -533,11 +536,15 @@ export class ManagedSocket {
     } catch {
       this.lastLocal = null;
     }
-    try {
-      this.lastRemote = native.getpeername(this.fd);
-    } catch {
-      this.lastRemote = null;
-    }
+    // only a connected (or connecting) socket can have a peer: elsewhere getpeername is a certain ENOTCONN,
+    // and a thrown error costs more than the rest of a GET
+    if (this.current === 'connected' || this.current === 'connecting') {
+      try {
+        this.lastRemote = native.getpeername(this.fd);
+      } catch {
+        this.lastRemote = null;
+      }
+    } else this.lastRemote = null;
     if (this.lastLocal && this.lastRemote) this.connection = { local: this.lastLocal, remote: this.lastRemote };
   }
 

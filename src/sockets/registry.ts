@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import type { SocketOptions } from '../../schemas/options.js';
 import type { SocketState } from '../../schemas/socket.js';
 import { errors, fromSysError, SockctlError } from '../errors.js';
@@ -38,6 +38,20 @@ export interface CreateRequest {
   options?: SocketOptions | undefined;
 }
 
+/** Random bytes for ids, drawn 9 at a time from a pool: one randomFillSync per 455 ids instead of one each. */
+const idPool = Buffer.alloc(9 * 455);
+let idNext = idPool.length;
+
+/** A socket id: 12 base64url characters from 72 random bits. */
+function newId(): string {
+  if (idNext === idPool.length) {
+    randomFillSync(idPool);
+    idNext = 0;
+  }
+  idNext += 9;
+  return idPool.toString('base64url', idNext - 9, idNext);
+}
+
 /**
  * Owns every socket of the service: creates them, finds them by id, keeps closed ones readable for a
  * retention period, and closes all of them (unlinking the Unix paths it bound) at shutdown.
@@ -49,6 +63,8 @@ export class Registry {
   private openCount = 0;
   /** Open sockets per owner, for the quota check without a scan. */
   private readonly openByOwner = new Map<string, number>();
+  /** Listening sockets per owner, for the listeners quota without a scan. */
+  private readonly listenersByOwner = new Map<string, number>();
   private readonly sweeper: NodeJS.Timeout;
   private readonly ctx: SocketContext;
 
@@ -59,7 +75,15 @@ export class Registry {
   ) {
     this.ctx = {
       access,
-      countListeners: (owner) => this.list({ owner, state: 'listening' }).length,
+      countListeners: (owner) => this.listenersByOwner.get(owner) ?? 0,
+      onTransition: (socket, previous, to) => {
+        if (to === 'listening') this.listenersByOwner.set(socket.owner, (this.listenersByOwner.get(socket.owner) ?? 0) + 1);
+        else if (previous === 'listening') {
+          const left = (this.listenersByOwner.get(socket.owner) ?? 1) - 1;
+          if (left > 0) this.listenersByOwner.set(socket.owner, left);
+          else this.listenersByOwner.delete(socket.owner);
+        }
+      },
       portOwners: (socket, port) =>
         this.list()
           .filter((s) => s !== socket && s.type === socket.type && s.family === socket.family && s.localPort() === port)
@@ -193,7 +217,7 @@ export class Registry {
   private adopt(init: SocketInit, syscall: string): ManagedSocket {
     if (syscall === 'accept') this.checkCeiling('accept', init.user);
     let id: string;
-    do id = randomBytes(9).toString('base64url');
+    do id = newId();
     while (this.sockets.has(id));
     const socket = new ManagedSocket({ ...init, id }, this.ctx);
     this.sockets.set(id, socket);
