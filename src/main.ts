@@ -1,19 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import { setFlagsFromString } from 'node:v8';
 import { buildApp } from './app.js';
 import { loadConfig, makeUnixDir } from './config.js';
-
-/**
- * Whole-heap collections are atomic here, not incremental. The data path allocates a 64 KiB ArrayBuffer for
- * every socket read and every WebSocket frame (node's stream reads and ws's frame reassembly), hundreds of MB
- * per second. While incremental marking runs, V8 allocates black: every buffer made during the ~30 ms of
- * marking survives that collection, and that external memory starts the next one. Once begun, the cycle held:
- * WebSocket → TCP at 1 GB/s spent 3.2 CPU-s/GB in 25-30 mark-compacts per 512 MiB instead of 1.4 with none
- * (bench/results, `npm run bench -- --only=2`). The service's heap is small (tens of MB, about 60 MB at
- * 10,000 sockets), so an atomic mark-compact costs a few milliseconds.
- */
-setFlagsFromString('--no-incremental-marking');
 
 /** The entry: config from the environment, listen, close every socket on SIGINT/SIGTERM. */
 async function main(): Promise<void> {
