@@ -65,8 +65,12 @@ export const ConfigSchema = Type.Object({
   streamRetainMs: Type.Integer({ minimum: 0, default: 60_000, env: 'SOCKCTL_STREAM_RETAIN_MS' }),
   /** A consumer's WebSocket may hold this many unsent bytes before the service stops reading the socket. */
   streamHighWaterBytes: Type.Integer({ minimum: 1024, default: 4 * 1024 * 1024, env: 'SOCKCTL_STREAM_HIGH_WATER_BYTES' }),
-  /** Bytes from a consumer waiting for the socket's send buffer before its WebSocket is paused. */
-  streamWriteQueueBytes: Type.Integer({ minimum: 1024, default: 4 * 1024 * 1024, env: 'SOCKCTL_STREAM_WRITE_QUEUE_BYTES' }),
+  /**
+   * Bytes from a consumer waiting for the socket's send buffer before its WebSocket is paused. The kernel's
+   * send buffer (megabytes, autotuned) is the real queue; more here only keeps 64 KiB frame buffers alive
+   * longer, and at 4 MiB one WebSocket → TCP round in six fell into back-to-back mark-compacts (none at 1 MiB).
+   */
+  streamWriteQueueBytes: Type.Integer({ minimum: 1024, default: 1024 * 1024, env: 'SOCKCTL_STREAM_WRITE_QUEUE_BYTES' }),
   /** Largest WebSocket message accepted from a client. */
   wsMaxPayload: Type.Integer({ minimum: 1024, default: 16 * 1024 * 1024, env: 'SOCKCTL_WS_MAX_PAYLOAD' }),
   /** Ping interval; a client that misses a pong by the next ping is dropped. */

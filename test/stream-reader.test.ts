@@ -5,8 +5,12 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import net from 'node:net';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
+import { C, native } from '../src/io/native.js';
+import { FdWatcher } from '../src/io/watcher.js';
 import { startApp, TOKEN, until, type TestApp } from './helpers.js';
 
 const MiB = 1024 * 1024;
@@ -177,5 +181,42 @@ describe('native reader: a consumer that stops reading', () => {
     peer.end();
     await until(() => received === written, 'all bytes', 20_000);
     expect((await t!.call('GET', `/v1/sockets/${id}`)).body.stats.bytesReceived).toBe(written);
+  });
+});
+
+describe('native reader: the pool after stop', () => {
+  // A stopped reader's pool (tens of MiB) is handed to the next scavenge once every slot is back, rather
+  // than waiting, old, for a full mark-compact; a slot still lent keeps it (and its bytes) intact.
+  it('is freed by a minor GC once the last lent slot is released, not before', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as (opts?: { type: 'minor' | 'major' }) => void;
+    const [a, b] = native.socketpair(C.AF_UNIX, C.SOCK_STREAM, 0) as [number, number];
+    const watcher = new FdWatcher(a);
+    closers.push(() => {
+      watcher.close();
+      native.close(a);
+      native.close(b);
+    });
+    gc();
+    const base = process.memoryUsage().arrayBuffers;
+    const slotBytes = 256 * 1024;
+    const got: { slot: number; length: number }[] = [];
+    const reader = watcher.read({ slots: 64, slotBytes, budgetBytes: 1024 * 1024 }, (slots, lengths) => {
+      slots.forEach((slot, i) => got.push({ slot, length: lengths[i]! }));
+    });
+    const poolBytes = 64 * slotBytes;
+    expect(process.memoryUsage().arrayBuffers - base).toBeGreaterThanOrEqual(poolBytes);
+    const sent = randomBytes(1000);
+    native.send(b, sent, 0, null);
+    await until(() => got.length > 0, 'the reader to hand over a slot');
+    const view = reader.view(got[0]!.slot, got[0]!.length);
+    reader.stop();
+    for (const extra of got.slice(1)) reader.release(extra.slot);
+    gc({ type: 'minor' });
+    expect(process.memoryUsage().arrayBuffers - base).toBeGreaterThanOrEqual(poolBytes);
+    expect(view.equals(sent.subarray(0, view.length))).toBe(true);
+    reader.release(got[0]!.slot);
+    gc({ type: 'minor' });
+    expect(process.memoryUsage().arrayBuffers - base).toBeLessThan(poolBytes / 4);
   });
 });
