@@ -644,7 +644,9 @@ describe('consumer stream: resume with ?offset=', () => {
       peer.end();
       await eventOf(c, 'eof', 'eof', 10_000);
       const data = c.events.filter((e) => e.type === 'data');
-      expect(data[0].offset).toBe(have);
+      // the frame that crossed the last kill point may have carried the final bytes: then only eof is left
+      if (have < sent.length) expect(data[0]?.offset).toBe(have);
+      else expect(data).toEqual([]);
       let off = have;
       for (const e of data) {
         expect(e.offset).toBe(off);

@@ -11,6 +11,22 @@ export interface SockEvent {
   [field: string]: unknown;
 }
 
+let lastMs = -1;
+let lastIso = '';
+
+/**
+ * `new Date().toISOString()`, formatted once per millisecond: a bulk stream emits thousands of events a
+ * second, and each formatting goes through the C library's printf and a time-zone lookup.
+ */
+export function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastIso = new Date(ms).toISOString();
+  }
+  return lastIso;
+}
+
 /** `payload` is the bytes of a data/sent event, for observers that asked for copies; never stored. */
 export type EventListener = (event: SockEvent, payload?: Buffer) => void;
 
@@ -25,7 +41,7 @@ export class EventLog {
 
   /** Appends one event and hands it to every listener. */
   emit(socket: string, type: string, fields: Record<string, unknown> = {}, payload?: Buffer): SockEvent {
-    const event: SockEvent = { seq: this.nextSeq++, ts: new Date().toISOString(), socket, type, ...fields };
+    const event: SockEvent = { seq: this.nextSeq++, ts: isoNow(), socket, type, ...fields };
     this.ring[event.seq % this.capacity] = event;
     for (const l of this.listeners) l(event, payload);
     return event;

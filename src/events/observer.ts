@@ -1,5 +1,5 @@
 import type { Encoding } from '../../schemas/common.js';
-import type { EventLog, SockEvent } from './event-log.js';
+import { isoNow, type EventLog, type SockEvent } from './event-log.js';
 
 /** A transport for events (WebSocket, SSE), as the observer needs it. */
 export interface EventSink {
@@ -123,7 +123,7 @@ export class Observer {
       while ((this.queued > 0 || this.missed > 0) && written < BATCH && !this.sink.congested()) {
         written++;
         if (this.missed > 0) {
-          const gap: SockEvent = { seq: this.lastMissedSeq, ts: new Date().toISOString(), socket: '*', type: 'gap', missed: this.missed };
+          const gap: SockEvent = { seq: this.lastMissedSeq, ts: isoNow(), socket: '*', type: 'gap', missed: this.missed };
           this.missed = 0;
           this.sink.write(JSON.stringify(gap), gap.seq, 'gap');
           continue;

@@ -1,7 +1,7 @@
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import type { Encoding } from '../../schemas/common.js';
 import { errors, SockctlError } from '../errors.js';
-import type { EventLog, SockEvent } from '../events/event-log.js';
+import { isoNow, type EventLog, type SockEvent } from '../events/event-log.js';
 import { C, native } from '../io/native.js';
 import type { StreamReader } from '../io/watcher.js';
 import type { ManagedSocket } from './managed-socket.js';
@@ -418,7 +418,7 @@ export class Consumer {
   /** `done` (a reader slot's release) runs once `data` is no longer needed: after the write, or now for text. */
   private deliver(offset: number, data: Buffer, event: SockEvent | undefined, done?: () => void): void {
     if (this.opts.binary) return this.sink.binary(data, done);
-    const base = event ?? { seq: null, ts: new Date().toISOString(), socket: this.socket.id, type: 'data', replay: true };
+    const base = event ?? { seq: null, ts: isoNow(), socket: this.socket.id, type: 'data', replay: true };
     const text = data.toString(this.opts.encoding); // a copy: the slot is free again
     done?.();
     this.sink.text(JSON.stringify({ ...base, offset, bytes: data.length, data: text, encoding: this.opts.encoding }));
@@ -523,6 +523,6 @@ export class Consumer {
   }
 
   private errorEvent(code: string, message: string, offset?: number): string {
-    return JSON.stringify({ seq: null, ts: new Date().toISOString(), socket: this.socket.id, type: 'error', code, message, ...(offset === undefined ? {} : { offset }) });
+    return JSON.stringify({ seq: null, ts: isoNow(), socket: this.socket.id, type: 'error', code, message, ...(offset === undefined ? {} : { offset }) });
   }
 }
