@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { errorResponses, IdParams, ref } from '../schemas/common.js';
-import { BulkDeleteQuery, BulkDeleteResult, CreateSocketBody, DeleteQuery, GetQuery, ListQuery } from '../schemas/operations.js';
+import { BulkDeleteQuery, BulkDeleteResult, CreateSocketBody, DeleteQuery, GetQuery, LIST_PAGE_MAX, ListQuery } from '../schemas/operations.js';
 import { Socket, SocketList } from '../schemas/socket.js';
 import { ownerFilter } from '../src/sockets/registry.js';
 
@@ -31,12 +31,16 @@ const sockets: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags,
         operationId: 'listSockets',
-        summary: 'List sockets, optionally by state and label',
+        summary: 'List sockets, oldest first, optionally by state and label, a page at a time',
         querystring: ListQuery,
         response: { 200: ref(SocketList), ...errorResponses },
       },
     },
-    async (request) => ({ items: app.registry.list({ ...request.query, owner: ownerFilter(request.user) }).map((s) => s.toResource()) }),
+    async (request) => {
+      const { limit, after, ...filter } = request.query;
+      const page = app.registry.page({ ...filter, owner: ownerFilter(request.user) }, Number(after ?? 0), limit ?? LIST_PAGE_MAX);
+      return { items: page.sockets.map((s) => s.toResource()), next: page.next };
+    },
   );
 
   app.get(

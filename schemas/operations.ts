@@ -16,10 +16,15 @@ export const CreateSocketBody = Type.Object(
 );
 export type CreateSocketBody = Static<typeof CreateSocketBody>;
 
+/** Sockets per page of GET /v1/sockets, at most and by default: one page costs the event loop tens of ms, not seconds. */
+export const LIST_PAGE_MAX = 1000;
+
 export const ListQuery = Type.Object(
   {
     state: Type.Optional(ref(SocketState)),
     label: Type.Optional(Type.String({ minLength: 1, maxLength: 128 })),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: LIST_PAGE_MAX, description: `sockets per page (default ${LIST_PAGE_MAX})` })),
+    after: Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$', description: 'the `next` of the previous page' })),
   },
   { additionalProperties: false },
 );

@@ -107,7 +107,13 @@ export const Socket = Type.Object(
 );
 export type Socket = Static<typeof Socket>;
 
-export const SocketList = Type.Object({ items: Type.Array(ref(Socket)) }, { $id: 'SocketList' });
+export const SocketList = Type.Object(
+  {
+    items: Type.Array(ref(Socket), { description: 'oldest first' }),
+    next: Type.Union([Type.String(), Type.Null()], { description: 'pass as `after` for the next page; null on the last one' }),
+  },
+  { $id: 'SocketList' },
+);
 export type SocketList = Static<typeof SocketList>;
 
 export const SocketPair = Type.Object({ sockets: Type.Array(ref(Socket), { minItems: 2, maxItems: 2 }) }, { $id: 'SocketPair' });

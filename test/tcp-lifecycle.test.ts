@@ -249,6 +249,43 @@ describe('non-blocking connect', () => {
   });
 });
 
+describe('listing', () => {
+  // GET /v1/sockets pages: oldest first, `limit` per page, `next` as the cursor, filters applied before paging.
+  it('pages by limit and after, and the pages join into the whole list', async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 7; i++) ids.push(await create(i % 2 === 0 ? 'even' : 'odd'));
+    expect((await del(ids[2]!)).status).toBe(200); // closed sockets are listed too, in their place
+    const all = await t.call('GET', '/v1/sockets');
+    expect(all.body).toMatchObject({ next: null });
+    expect(all.body.items.map((s: { id: string }) => s.id)).toEqual(ids);
+    const seen: string[] = [];
+    let after: string | null = null;
+    let pages = 0;
+    do {
+      const r: { status: number; body: any } = await t.call('GET', `/v1/sockets?limit=3${after ? `&after=${after}` : ''}`);
+      expect(r.status).toBe(200);
+      expect(r.body.items.length).toBeLessThanOrEqual(3);
+      seen.push(...r.body.items.map((s: { id: string }) => s.id));
+      after = r.body.next;
+      pages++;
+    } while (after !== null);
+    expect(seen).toEqual(ids);
+    expect(pages).toBe(3);
+    // a filter applies before the page is cut: the even ones, two at a time
+    const even = await t.call('GET', '/v1/sockets?label=even&limit=2');
+    expect(even.body.items.map((s: { id: string }) => s.id)).toEqual([ids[0], ids[2]]);
+    const rest = await t.call('GET', `/v1/sockets?label=even&limit=2&after=${even.body.next}`);
+    expect(rest.body).toMatchObject({ next: null });
+    expect(rest.body.items.map((s: { id: string }) => s.id)).toEqual([ids[4], ids[6]]);
+    // an exact fit ends the list there: next is null, no empty page follows
+    const exact = await t.call('GET', '/v1/sockets?label=odd&limit=3');
+    expect(exact.body.next).toBeNull();
+    expect(exact.body.items).toHaveLength(3);
+    for (const bad of ['limit=0', 'limit=1001', 'limit=x', 'after=-1', 'after=abc'])
+      expect((await t.call('GET', `/v1/sockets?${bad}`)).status, bad).toBe(400);
+  });
+});
+
 describe('labels', () => {
   // DELETE ?label=X closes the open sockets with that label, whatever their state, and only those.
   it('DELETE /v1/sockets?label=X closes only those sockets and returns their count', async () => {
@@ -268,7 +305,7 @@ describe('labels', () => {
     expect(listed.status).toBe(200);
     expect(listed.body.items.map((s: { id: string }) => s.id).sort()).toEqual([l.id, c, created, early].sort());
     for (const s of listed.body.items) expect(s).toMatchObject({ label: 'lab-x', state: 'closed' });
-    expect((await t.call('GET', '/v1/sockets?label=lab-x&state=listening')).body).toEqual({ items: [] });
+    expect((await t.call('GET', '/v1/sockets?label=lab-x&state=listening')).body).toEqual({ items: [], next: null });
     expect((await get(other)).state).toBe('created');
     expect((await get(unlabelled)).state).toBe('created');
     expect((await t.call('DELETE', '/v1/sockets?label=lab-x')).body).toEqual({ closed: 0 });

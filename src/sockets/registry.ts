@@ -38,6 +38,17 @@ export interface CreateRequest {
   options?: SocketOptions | undefined;
 }
 
+/** What list() and page() select by; an absent field selects all. */
+export interface ListFilter {
+  state?: SocketState | undefined;
+  label?: string | undefined;
+  owner?: string | undefined;
+}
+
+function matches(s: ManagedSocket, f: ListFilter): boolean {
+  return (f.state === undefined || s.state === f.state) && (f.label === undefined || s.label === f.label) && (f.owner === undefined || s.owner === f.owner);
+}
+
 /** Random bytes for ids, drawn 9 at a time from a pool: one randomFillSync per 455 ids instead of one each. */
 const idPool = Buffer.alloc(9 * 455);
 let idNext = idPool.length;
@@ -58,6 +69,9 @@ function newId(): string {
  */
 export class Registry {
   private readonly sockets = new Map<string, ManagedSocket>();
+  /** Creation order, for list pages' cursors (the map iterates in the same order). */
+  private readonly serials = new WeakMap<ManagedSocket, number>();
+  private lastSerial = 0;
   /** Closed sockets, oldest first, for the retention sweep. */
   private readonly closed: ManagedSocket[] = [];
   private openCount = 0;
@@ -182,15 +196,24 @@ export class Registry {
     return this.sockets.get(id);
   }
 
-  list(filter: { state?: SocketState | undefined; label?: string | undefined; owner?: string | undefined } = {}): ManagedSocket[] {
+  list(filter: ListFilter = {}): ManagedSocket[] {
+    const out: ManagedSocket[] = [];
+    for (const s of this.sockets.values()) if (matches(s, filter)) out.push(s);
+    return out;
+  }
+
+  /**
+   * One page of list(): the sockets matching `filter` created after the one whose serial is `after`, oldest
+   * first, at most `limit`; `next` is the cursor of the page after (null when no socket is left).
+   */
+  page(filter: ListFilter, after: number, limit: number): { sockets: ManagedSocket[]; next: string | null } {
     const out: ManagedSocket[] = [];
     for (const s of this.sockets.values()) {
-      if (filter.state !== undefined && s.state !== filter.state) continue;
-      if (filter.label !== undefined && s.label !== filter.label) continue;
-      if (filter.owner !== undefined && s.owner !== filter.owner) continue;
+      if (this.serials.get(s)! <= after || !matches(s, filter)) continue;
+      if (out.length === limit) return { sockets: out, next: String(this.serials.get(out.at(-1)!)) };
       out.push(s);
     }
-    return out;
+    return { sockets: out, next: null };
   }
 
   /** Closes every open socket with the label; returns how many it closed. */
@@ -221,6 +244,7 @@ export class Registry {
     while (this.sockets.has(id));
     const socket = new ManagedSocket({ ...init, id }, this.ctx);
     this.sockets.set(id, socket);
+    this.serials.set(socket, ++this.lastSerial);
     this.openCount++;
     this.openByOwner.set(socket.owner, (this.openByOwner.get(socket.owner) ?? 0) + 1);
     this.events.emit(id, 'created', {
