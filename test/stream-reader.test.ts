@@ -103,6 +103,44 @@ describe('native reader: accounting and observers', () => {
     expect(s.stats).toMatchObject({ bytesReceived: sent.length, messagesReceived: data.length });
   });
 
+  it('consumer writes: one sent event per sendmsg, contiguous, and a ?data=true observer gets exactly the bytes', async () => {
+    await boot({ observerQueue: 100_000 });
+    const { id, peer } = await session();
+    const observer = ws(`/v1/events?socket=${id}&data=true&encoding=base64`);
+    const events: any[] = [];
+    observer.on('message', (d) => events.push(JSON.parse(d.toString())));
+    await once(observer, 'open');
+    await until(() => t!.app.events.subscribers >= 1, 'observer subscribed');
+    const received: Buffer[] = [];
+    peer.on('data', (d: Buffer) => received.push(d));
+    peer.pause(); // the send buffer fills: writes queue up and go out in batches of many frames
+    const consumer = ws(`/v1/sockets/${id}/stream?binary=true`);
+    await once(consumer, 'open');
+    const frames = Array.from({ length: 300 }, (_, i) => randomBytes(16 * 1024 + ((i * 7919) % 50_000)));
+    const sent = Buffer.concat(frames);
+    for (const f of frames) consumer.send(f);
+    await new Promise((r) => setTimeout(r, 200));
+    peer.resume();
+    await until(() => received.reduce((n, b) => n + b.length, 0) >= sent.length, 'the peer to get everything', 10_000);
+    expect(sha256(Buffer.concat(received))).toBe(sha256(sent));
+    await until(() => events.filter((e) => e.type === 'sent').reduce((n, e) => n + e.bytes, 0) >= sent.length, 'the sent events', 10_000);
+    const sentEvents = events.filter((e) => e.type === 'sent');
+    let offset = 0;
+    const copies: Buffer[] = [];
+    for (const e of sentEvents) {
+      expect(e.offset).toBe(offset);
+      const b = Buffer.from(e.data, 'base64');
+      expect(b.length).toBe(e.bytes);
+      copies.push(b);
+      offset += e.bytes;
+    }
+    expect(sha256(Buffer.concat(copies))).toBe(sha256(sent));
+    // batches formed while the peer did not read: some sendmsg took more than one frame
+    expect(sentEvents.length).toBeLessThan(frames.length);
+    const s = (await t!.call('GET', `/v1/sockets/${id}`)).body;
+    expect(s.stats).toMatchObject({ bytesSent: sent.length, messagesSent: sentEvents.length });
+  });
+
   it('a JSON consumer gets data events with offsets, and a resume replays the retained copies intact', async () => {
     await boot();
     const { id, peer } = await session();

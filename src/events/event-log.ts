@@ -84,8 +84,23 @@ export class EventLog {
     return { events, missed: Math.max(0, oldest - (after + 1)) };
   }
 
-  subscribe(listener: EventListener): () => void {
+  /** `copies`: the listener wants the bytes of `sent` events too (observers with ?data=true). */
+  subscribe(listener: EventListener, opts: { copies?: boolean } = {}): () => void {
     this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    if (opts.copies) this.copyListeners++;
+    let subscribed = true;
+    return () => {
+      if (!subscribed) return;
+      subscribed = false;
+      this.listeners.delete(listener);
+      if (opts.copies) this.copyListeners--;
+    };
+  }
+
+  private copyListeners = 0;
+
+  /** Whether some listener wants the bytes of `sent` events: a batched send joins its buffers only then. */
+  get wantsCopies(): boolean {
+    return this.copyListeners > 0;
   }
 }

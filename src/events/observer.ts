@@ -77,7 +77,7 @@ export class Observer {
     this.unsubscribe = this.log.subscribe((event, payload) => {
       if (!this.opts.filter(event)) return;
       this.offer(this.opts.withData && payload !== undefined ? { event, data: payload.toString(this.opts.encoding) } : { event });
-    });
+    }, { copies: this.opts.withData });
     this.schedule();
   }
 
