@@ -266,9 +266,11 @@ export class Consumer {
   }
 
   /**
-   * Bytes from the client, sent in order after everything before them. On a stream, consecutive writes
-   * join one batch that is sent with writev (sendmsg over up to WRITE_CHUNKS buffers per call) until it is
-   * empty; a shutdown or close op ends the batch, so later writes queue after it, as in C.
+   * Bytes from the client, sent in order after everything before them. On a stream with nothing queued the
+   * bytes go out at once, one sendmsg per message as a plain socket write would; what the send buffer does
+   * not take, and every write after it, joins one batch that is sent with writev (sendmsg over up to
+   * WRITE_CHUNKS buffers per call) until it is empty; a shutdown or close op ends the batch, so later writes
+   * queue after it, as in C.
    */
   write(data: Buffer): void {
     this.queuedBytes += data.length;
@@ -283,6 +285,22 @@ export class Consumer {
         }
       });
       return;
+    }
+    if (!this.batch && this.pendingOps === 0 && this.socket.isOpen) {
+      let n: number;
+      try {
+        n = this.socket.writeChunks([data]);
+      } catch (e) {
+        if (!(e instanceof SockctlError) || e.code !== 'EAGAIN') {
+          this.wrote(data.length);
+          this.reportFailure('send', e);
+          return;
+        }
+        n = 0;
+      }
+      this.wrote(n);
+      if (n === data.length) return;
+      data = data.subarray(n); // the send buffer is full: the rest waits for room, and later writes behind it
     }
     if (!this.batch) {
       const batch: Buffer[] = [];
@@ -366,11 +384,21 @@ export class Consumer {
     });
   }
 
+  /** Client operations not finished yet (sends waiting for room, shutdown, close), in order. */
+  private pendingOps = 0;
+
   private enqueue(op: string, run: () => Promise<void>): void {
-    this.ops = this.ops.then(run).catch((e: unknown) => {
-      const err = e instanceof SockctlError ? e : errors.badRequest(String(e));
-      if (!this.abort.signal.aborted) this.sink.text(JSON.stringify({ type: 'error', socket: this.socket.id, op, ...err.toJSON() }));
-    });
+    this.pendingOps++;
+    this.ops = this.ops
+      .then(run)
+      .catch((e: unknown) => this.reportFailure(op, e))
+      .finally(() => this.pendingOps--);
+  }
+
+  /** A client operation failed: the client gets an error event naming it. */
+  private reportFailure(op: string, e: unknown): void {
+    const err = e instanceof SockctlError ? e : errors.badRequest(String(e));
+    if (!this.abort.signal.aborted) this.sink.text(JSON.stringify({ type: 'error', socket: this.socket.id, op, ...err.toJSON() }));
   }
 
   private replay(): void {
