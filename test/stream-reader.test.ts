@@ -40,6 +40,16 @@ function ws(path: string): WebSocket {
   return w;
 }
 
+/** The events of socket `id` as a ?data=true observer (base64) gets them, from the moment it is subscribed. */
+async function observeWithData(id: string): Promise<any[]> {
+  const observer = ws(`/v1/events?socket=${id}&data=true&encoding=base64`);
+  const events: any[] = [];
+  observer.on('message', (d) => events.push(JSON.parse(d.toString())));
+  await once(observer, 'open');
+  await until(() => t!.app.events.subscribers >= 1, 'observer subscribed');
+  return events;
+}
+
 /** A connected TCP socket in the service (`id`) and its net peer. */
 async function session(): Promise<{ id: string; peer: net.Socket }> {
   const c = await t!.call('POST', '/v1/sockets', { family: 'inet', type: 'stream' });
@@ -59,11 +69,7 @@ describe('native reader: accounting and observers', () => {
   it('binary consumer + ?data=true observer: offsets contiguous, observer copies and frames equal what was sent', async () => {
     await boot({ observerQueue: 100_000 });
     const { id, peer } = await session();
-    const observer = ws(`/v1/events?socket=${id}&data=true&encoding=base64`);
-    const events: any[] = [];
-    observer.on('message', (d) => events.push(JSON.parse(d.toString())));
-    await once(observer, 'open');
-    await until(() => t!.app.events.subscribers >= 1, 'observer subscribed');
+    const events = await observeWithData(id);
 
     const consumer = ws(`/v1/sockets/${id}/stream?binary=true`);
     const frames: Buffer[] = [];
@@ -106,11 +112,7 @@ describe('native reader: accounting and observers', () => {
   it('consumer writes: one sent event per sendmsg, contiguous, and a ?data=true observer gets exactly the bytes', async () => {
     await boot({ observerQueue: 100_000 });
     const { id, peer } = await session();
-    const observer = ws(`/v1/events?socket=${id}&data=true&encoding=base64`);
-    const events: any[] = [];
-    observer.on('message', (d) => events.push(JSON.parse(d.toString())));
-    await once(observer, 'open');
-    await until(() => t!.app.events.subscribers >= 1, 'observer subscribed');
+    const events = await observeWithData(id);
     const received: Buffer[] = [];
     peer.on('data', (d: Buffer) => received.push(d));
     peer.pause(); // the send buffer fills: writes queue up and go out in batches of many frames

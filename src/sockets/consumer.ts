@@ -289,14 +289,11 @@ export class Consumer {
     if (!this.batch && this.pendingOps === 0 && this.socket.isOpen) {
       let n: number;
       try {
-        n = this.socket.writeChunks([data]);
+        n = this.sendNow([data]);
       } catch (e) {
-        if (!(e instanceof SockctlError) || e.code !== 'EAGAIN') {
-          this.wrote(data.length);
-          this.reportFailure('send', e);
-          return;
-        }
-        n = 0;
+        this.wrote(data.length);
+        this.reportFailure('send', e);
+        return;
       }
       this.wrote(n);
       if (n === data.length) return;
@@ -308,6 +305,16 @@ export class Consumer {
       this.enqueue('send', () => this.pump(batch));
     }
     this.batch.push(data);
+  }
+
+  /** One non-blocking sendmsg over `chunks`: the bytes it took, 0 when the send buffer took none. */
+  private sendNow(chunks: Buffer[]): number {
+    try {
+      return this.socket.writeChunks(chunks);
+    } catch (e) {
+      if (e instanceof SockctlError && e.code === 'EAGAIN') return 0;
+      throw e;
+    }
   }
 
   private wrote(bytes: number): void {
@@ -323,13 +330,7 @@ export class Consumer {
         const chunks = batch.length > WRITE_CHUNKS ? batch.slice(0, WRITE_CHUNKS) : batch;
         let want = 0;
         for (const c of chunks) want += c.length;
-        let n: number;
-        try {
-          n = this.socket.writeChunks(chunks);
-        } catch (e) {
-          if (!(e instanceof SockctlError) || e.code !== 'EAGAIN') throw e;
-          n = 0;
-        }
+        let n = this.sendNow(chunks);
         this.wrote(n);
         // a short write means a full send buffer: wait for room rather than meet EAGAIN (an exception) next
         const full = n < want;
