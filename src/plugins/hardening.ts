@@ -35,8 +35,9 @@ export async function installHardening(app: FastifyInstance, config: Config): Pr
   // document headers (COOP, Origin-Agent-Cluster, HSTS over plain HTTP, the IE- and Flash-era ones) protect
   // nothing on JSON and, as two hooks and a middleware per header on every call, took 40% of a bare fastify
   // route's rate; the one page, Swagger UI at /docs, gets helmet's whole set (plugins/swagger.ts).
-  app.addHook('onRequest', async (_request: FastifyRequest, reply: FastifyReply) => {
+  app.addHook('onRequest', (_request: FastifyRequest, reply: FastifyReply, done: () => void) => {
     reply.headers(API_HEADERS);
+    done();
   });
   await app.register(cors, { origin: origins.length > 0 ? origins : false, allowedHeaders: ['authorization', 'content-type', 'last-event-id'] });
 
