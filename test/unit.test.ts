@@ -183,6 +183,25 @@ describe('event log', () => {
     log.emit('s', 'c');
     expect(seen).toEqual([1, 2]);
   });
+
+  // A socket's own listeners (consumer streams) get its events only, beside the service-wide ones.
+  it("hands a socket subscriber its own socket's events only", () => {
+    const log = new EventLog(16);
+    const mine: string[] = [];
+    const all: string[] = [];
+    log.subscribe((e) => all.push(`${e.socket}:${e.type}`));
+    const off = log.subscribeSocket('s1', (e, payload) => mine.push(`${e.type}:${payload?.toString() ?? ''}`));
+    expect(log.subscribers).toBe(2);
+    log.emit('s1', 'data', { offset: 0 }, Buffer.from('x'));
+    log.emit('s2', 'data', { offset: 0 }, Buffer.from('y'));
+    log.emit('s1', 'eof');
+    off();
+    off();
+    log.emit('s1', 'closed');
+    expect(mine).toEqual(['data:x', 'eof:']);
+    expect(all).toEqual(['s1:data', 's2:data', 's1:eof', 's1:closed']);
+    expect(log.subscribers).toBe(1);
+  });
 });
 
 describe('sockaddrView', () => {

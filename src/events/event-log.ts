@@ -34,6 +34,8 @@ export class EventLog {
   private readonly ring: (SockEvent | undefined)[];
   private nextSeq = 1;
   private readonly listeners = new Set<EventListener>();
+  /** Listeners of one socket's events only (consumer streams): an event costs them nothing elsewhere. */
+  private readonly bySocket = new Map<string, Set<EventListener>>();
 
   constructor(readonly capacity: number) {
     this.ring = new Array<SockEvent | undefined>(capacity);
@@ -44,11 +46,26 @@ export class EventLog {
     const event: SockEvent = { seq: this.nextSeq++, ts: isoNow(), socket, type, ...fields };
     this.ring[event.seq % this.capacity] = event;
     for (const l of this.listeners) l(event, payload);
+    const own = this.bySocket.get(socket);
+    if (own) for (const l of own) l(event, payload);
     return event;
   }
 
   get subscribers(): number {
-    return this.listeners.size;
+    let n = this.listeners.size;
+    for (const set of this.bySocket.values()) n += set.size;
+    return n;
+  }
+
+  /** Subscribes to the events of one socket. Returns the unsubscribe. */
+  subscribeSocket(socket: string, listener: EventListener): () => void {
+    let set = this.bySocket.get(socket);
+    if (!set) this.bySocket.set(socket, (set = new Set()));
+    set.add(listener);
+    return () => {
+      set.delete(listener);
+      if (set.size === 0 && this.bySocket.get(socket) === set) this.bySocket.delete(socket);
+    };
   }
 
   private observing = 0;

@@ -237,7 +237,7 @@ export class Consumer {
     if (this.socket.consumer) throw errors.streamAttached(this.socket.id);
     this.socket.consumer = this;
     this.replay();
-    this.unsubscribe = this.events.subscribe((event, payload) => this.forward(event, payload));
+    this.unsubscribe = this.events.subscribeSocket(this.socket.id, (event, payload) => this.forward(event, payload));
     if (this.socket.state === 'listening') {
       if (this.opts.autoAccept) void this.acceptLoop();
     } else if (this.socket.type === 'SOCK_STREAM') {
@@ -419,7 +419,6 @@ export class Consumer {
   }
 
   private forward(event: SockEvent, payload: Buffer | undefined): void {
-    if (event.socket !== this.socket.id) return;
     if (event.type === 'data' && payload) {
       const slot = this.currentSlot;
       this.currentSlot = undefined;
