@@ -92,7 +92,11 @@ export class StreamReader {
   private free(): void {
     if (!this.stopped || this.lent > 0 || this.freed) return;
     this.freed = true;
-    structuredClone(this.arrayBuffer, { transfer: [this.arrayBuffer] });
+    try {
+      structuredClone(this.arrayBuffer, { transfer: [this.arrayBuffer] });
+    } catch {
+      // not transferable after all (a runtime that pins it): the pool waits for the collector, as before
+    }
   }
 }
 
