@@ -50,6 +50,20 @@ async function observeWithData(id: string): Promise<any[]> {
   return events;
 }
 
+/** The bytes of an observer's data/sent events (base64), checked contiguous from offset 0 and as long as they say. */
+function joinCopies(events: any[]): Buffer {
+  let offset = 0;
+  const copies: Buffer[] = [];
+  for (const e of events) {
+    expect(e.offset).toBe(offset);
+    const b = Buffer.from(e.data, 'base64');
+    expect(b.length).toBe(e.bytes);
+    copies.push(b);
+    offset += b.length;
+  }
+  return Buffer.concat(copies);
+}
+
 /** A connected TCP socket in the service (`id`) and its net peer. */
 async function session(): Promise<{ id: string; peer: net.Socket }> {
   const c = await t!.call('POST', '/v1/sockets', { family: 'inet', type: 'stream' });
@@ -91,18 +105,11 @@ describe('native reader: accounting and observers', () => {
 
     const data = events.filter((e) => e.type === 'data');
     expect(events.filter((e) => e.type === 'gap')).toEqual([]);
-    let offset = 0;
-    const copies: Buffer[] = [];
     for (const e of data) {
-      expect(e.offset).toBe(offset);
-      const b = Buffer.from(e.data, 'base64');
-      expect(b.length).toBe(e.bytes);
       expect(e.bytes).toBeGreaterThan(0);
       expect(e.bytes).toBeLessThanOrEqual(256 * 1024); // one slot per chunk
-      copies.push(b);
-      offset += b.length;
     }
-    expect(sha256(Buffer.concat(copies))).toBe(sha256(sent));
+    expect(sha256(joinCopies(data))).toBe(sha256(sent));
     // one binary frame per data event, in the same order
     expect(frames.map((f) => f.length)).toEqual(data.map((e) => e.bytes));
     const s = (await t!.call('GET', `/v1/sockets/${id}`)).body;
@@ -127,16 +134,7 @@ describe('native reader: accounting and observers', () => {
     expect(sha256(Buffer.concat(received))).toBe(sha256(sent));
     await until(() => events.filter((e) => e.type === 'sent').reduce((n, e) => n + e.bytes, 0) >= sent.length, 'the sent events', 10_000);
     const sentEvents = events.filter((e) => e.type === 'sent');
-    let offset = 0;
-    const copies: Buffer[] = [];
-    for (const e of sentEvents) {
-      expect(e.offset).toBe(offset);
-      const b = Buffer.from(e.data, 'base64');
-      expect(b.length).toBe(e.bytes);
-      copies.push(b);
-      offset += e.bytes;
-    }
-    expect(sha256(Buffer.concat(copies))).toBe(sha256(sent));
+    expect(sha256(joinCopies(sentEvents))).toBe(sha256(sent));
     // batches formed while the peer did not read: some sendmsg took more than one frame
     expect(sentEvents.length).toBeLessThan(frames.length);
     const s = (await t!.call('GET', `/v1/sockets/${id}`)).body;

@@ -36,6 +36,8 @@ export class EventLog {
   private readonly listeners = new Set<EventListener>();
   /** Listeners of one socket's events only (consumer streams): an event costs them nothing elsewhere. */
   private readonly bySocket = new Map<string, Set<EventListener>>();
+  /** Listeners that want the bytes of `sent` events (see wantsCopies). */
+  private copyListeners = 0;
 
   constructor(readonly capacity: number) {
     this.ring = new Array<SockEvent | undefined>(capacity);
@@ -113,8 +115,6 @@ export class EventLog {
       if (opts.copies) this.copyListeners--;
     };
   }
-
-  private copyListeners = 0;
 
   /** Whether some listener wants the bytes of `sent` events: a batched send joins its buffers only then. */
   get wantsCopies(): boolean {

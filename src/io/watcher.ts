@@ -156,15 +156,12 @@ export class FdWatcher {
     if (this.closed) throw Object.assign(new Error('read: the fd is closed'), { code: 'EBADF', errno: C.EBADF, syscall: 'recvmsg' });
     assert.ok(!this.reader?.active, 'a reader is already active on this fd');
     this.poller ??= this.createPoller();
-    let reader: StreamReader | undefined;
-    let early = 0; // slots of a callback made before startReading returned, if the addon ever did that
+    // the addon calls onRead from readable events only, never inside startReading: `reader` is set by then
     const pool = this.poller.startReading(opts.slots, opts.slotBytes, opts.budgetBytes, (slots, lengths, eof, error) => {
-      if (reader) reader.handedOut(slots.length);
-      else early += slots.length;
+      reader.handedOut(slots.length);
       onRead(slots, lengths, eof, error);
     });
-    reader = new StreamReader(this.poller, pool, opts.slotBytes);
-    reader.handedOut(early);
+    const reader = new StreamReader(this.poller, pool, opts.slotBytes);
     this.reader = reader;
     return reader;
   }

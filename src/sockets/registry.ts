@@ -49,6 +49,13 @@ function matches(s: ManagedSocket, f: ListFilter): boolean {
   return (f.state === undefined || s.state === f.state) && (f.label === undefined || s.label === f.label) && (f.owner === undefined || s.owner === f.owner);
 }
 
+/** Adds `by` to an owner's count; a count that reaches 0 leaves the map. */
+function count(counts: Map<string, number>, owner: string, by: number): void {
+  const n = (counts.get(owner) ?? 0) + by;
+  if (n > 0) counts.set(owner, n);
+  else counts.delete(owner);
+}
+
 /** Random bytes for ids, drawn 9 at a time from a pool: one randomFillSync per 455 ids instead of one each. */
 const idPool = Buffer.alloc(9 * 455);
 let idNext = idPool.length;
@@ -91,12 +98,8 @@ export class Registry {
       access,
       countListeners: (owner) => this.listenersByOwner.get(owner) ?? 0,
       onTransition: (socket, previous, to) => {
-        if (to === 'listening') this.listenersByOwner.set(socket.owner, (this.listenersByOwner.get(socket.owner) ?? 0) + 1);
-        else if (previous === 'listening') {
-          const left = (this.listenersByOwner.get(socket.owner) ?? 1) - 1;
-          if (left > 0) this.listenersByOwner.set(socket.owner, left);
-          else this.listenersByOwner.delete(socket.owner);
-        }
+        if (to === 'listening') count(this.listenersByOwner, socket.owner, 1);
+        else if (previous === 'listening') count(this.listenersByOwner, socket.owner, -1);
       },
       portOwners: (socket, port) =>
         this.list()
@@ -246,7 +249,7 @@ export class Registry {
     this.sockets.set(id, socket);
     this.serials.set(socket, ++this.lastSerial);
     this.openCount++;
-    this.openByOwner.set(socket.owner, (this.openByOwner.get(socket.owner) ?? 0) + 1);
+    count(this.openByOwner, socket.owner, 1);
     this.events.emit(id, 'created', {
       family: socket.family,
       socketType: socket.type,
@@ -279,9 +282,7 @@ export class Registry {
 
   private onClosed(socket: ManagedSocket): void {
     this.openCount--;
-    const left = (this.openByOwner.get(socket.owner) ?? 1) - 1;
-    if (left > 0) this.openByOwner.set(socket.owner, left);
-    else this.openByOwner.delete(socket.owner);
+    count(this.openByOwner, socket.owner, -1);
     this.closed.push(socket);
     if (this.closed.length > this.config.closedRetentionMax) this.forget(this.closed.shift()!);
   }
