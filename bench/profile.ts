@@ -10,6 +10,7 @@ import { Service, TOKEN } from './lib/service.js';
 import { relaySides, sockctlSide } from './lib/sides.js';
 import { callTargets, WORKERS } from './scenarios/control-plane.js';
 import { round as fanoutRound } from './scenarios/fanout.js';
+import { via as latencyRound } from './scenarios/latency.js';
 import { transfer, type Transfer } from './scenarios/throughput.js';
 
 /**
@@ -17,7 +18,7 @@ import { transfer, type Transfer } from './scenarios/throughput.js';
  * `--cpu-prof`; prints where each process spent its CPU inside the measured window (start-up excluded)
  * and writes the profiles and the report under bench/results/profiles/. WHAT is one of PROFILES.
  */
-export const PROFILES = ['tcp-ws', 'ws-tcp', 'send', 'recv', 'cycle', 'fanout'] as const;
+export const PROFILES = ['tcp-ws', 'ws-tcp', 'latency', 'send', 'recv', 'cycle', 'fanout'] as const;
 export type ProfileName = (typeof PROFILES)[number];
 
 const MiB = 1024 * 1024;
@@ -42,7 +43,9 @@ export async function profile(what: ProfileName, log: (msg: string) => void, qui
   mkdirSync(dir, { recursive: true });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const profDir = (who: string) => join(dir, `${what}-${stamp}`, who);
-  const prof = (who: string) => ['--cpu-prof', `--cpu-prof-dir=${profDir(who)}`];
+  // at 1,000 messages/s the default 1 ms sampling would see almost nothing of each message's path
+  const interval = what === 'latency' ? ['--cpu-prof-interval=25'] : [];
+  const prof = (who: string) => ['--cpu-prof', `--cpu-prof-dir=${profDir(who)}`, ...interval];
   const service = await Service.start({ nodeArgs: prof('sockctl') });
   const peer = await IpcChild.start('peer', 'bench/lib/peer.ts');
   const ctx: Ctx = { quick, service, relay: { proc: peer.proc, port: 0 }, websockify: null, peer, log, notes: [] };
@@ -54,7 +57,7 @@ export async function profile(what: ProfileName, log: (msg: string) => void, qui
     sections.push({ name, profileDir: profDir(who), window: { fromMs, toMs: nowMs() }, summary });
   };
   try {
-    if (what === 'tcp-ws' || what === 'ws-tcp') {
+    if (what === 'tcp-ws' || what === 'ws-tcp' || what === 'latency') {
       const direction = what === 'tcp-ws' ? 'tcp-to-ws' : 'ws-to-tcp';
       const label = what === 'tcp-ws' ? 'TCP → WebSocket' : 'WebSocket → TCP';
       const relayProc = spawnNode('relay', 'bench/baselines/relay.ts', { env: { RELAY_PORT: '0' }, nodeArgs: prof('relay') });
@@ -62,6 +65,15 @@ export async function profile(what: ProfileName, log: (msg: string) => void, qui
       ctx.relay = { proc: relayProc, port: Number((await waitLine(relayProc, /listening on (\d+)/))[1]) };
       const [rounds, bytes] = quick ? [2, 256 * MiB] : [4, 512 * MiB];
       for (const [side, who] of [[sockctlSide(ctx), 'sockctl'], [relaySides(ctx)[0]!, 'relay']] as const) {
+        if (what === 'latency') {
+          const seconds = quick ? 2 : 6;
+          await latencyRound(ctx, side, 0.3); // warm-up
+          await measure(side.name, who, async () => {
+            const r = await latencyRound(ctx, side, seconds);
+            return `${seconds} s of 64-byte messages at 1,000/s, TCP → WebSocket: p50 ${r.p50.toFixed(3)} ms, p99 ${r.p99.toFixed(3)} ms`;
+          });
+          continue;
+        }
         await transfer(ctx, side, direction, 32 * MiB); // warm-up
         await measure(side.name, who, async () => {
           const r: Transfer[] = [];

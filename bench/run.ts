@@ -7,7 +7,7 @@
  *   --only=1,3              some scenarios (no RESULTS.md then)
  *   --service-dir=PATH      benchmark another checkout of sockctl (built), e.g. an older commit
  *   --profile[=WHAT]        one workload under --cpu-prof, analysed (no table): tcp-ws (the default)
- *                           or ws-tcp (the service and the relay), send, recv, cycle (the lab cycle), fanout
+ *                           or ws-tcp or latency (the service and the relay), send, recv, cycle (the lab cycle), fanout
  */
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';

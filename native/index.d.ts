@@ -121,8 +121,8 @@ export interface Poller {
   close(): void;
   /**
    * Reading mode, for a SOCK_STREAM fd (anything else throws EOPNOTSUPP, syscall "startReading"): allocates
-   * a pool of `slots` slots of `slotBytes` once and returns it (an ArrayBuffer; V8 owns it, so views of it
-   * stay valid after the reader stops). While reading is on, not paused, not at EOF and a slot is free, the
+   * a pool of `slots` slots of `slotBytes` once and returns it (an ArrayBuffer over anonymous mmap'd memory,
+   * unmapped when the ArrayBuffer is collected, so views of it stay valid after the reader stops). While reading is on, not paused, not at EOF and a slot is free, the
    * poll stays armed for readable; each readable event reads with recvmsg(MSG_DONTWAIT) into free slots
    * until EAGAIN, a short read, `budgetBytes` or no free slot, then calls `onRead` once (napi_make_callback,
    * like the wait callback; an exception goes to process 'uncaughtException'). Throws ERR_INVALID_STATE if
@@ -286,6 +286,14 @@ export interface Native {
   tcpInfo(fd: number): TcpInfo;
   /** ioctl(fd, request, &int) for SIOCINQ / SIOCOUTQ (and FIONREAD). */
   ioctlInt(fd: number, request: number): number;
+  /**
+   * Detaches a reader's pool (the ArrayBuffer startReading returned) so that its memory goes now: every
+   * view of it reads empty, and the mapping is unmapped. Only for a stopped reader with every slot back.
+   * Throws ERR_INVALID_ARG_TYPE for anything but an ArrayBuffer.
+   */
+  detachPool(pool: ArrayBuffer): void;
+  /** Bytes of reader pools (startReading) mapped now, in the whole process: for tests and diagnostics. */
+  readerPoolBytes(): number;
   /** Count of open descriptors of this process (readdir /proc/self/fd minus the dir fd). For leak tests. */
   fdCount(): number;
   /**

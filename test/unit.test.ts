@@ -1,10 +1,10 @@
 // Pure parts, without HTTP: the codec, the errno → status table, the state machine, the event log,
 // the sockaddr view and the configuration loader.
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { decode, encode } from '../src/codec.js';
 import { loadConfig } from '../src/config.js';
 import { SockctlError, statusForErrno } from '../src/errors.js';
-import { EventLog } from '../src/events/event-log.js';
+import { EventLog, isoNow } from '../src/events/event-log.js';
 import { C } from '../src/io/native.js';
 import { sockaddrView } from '../src/sockets/addresses.js';
 import { canTransition, TRANSITIONS } from '../src/sockets/state.js';
@@ -201,6 +201,25 @@ describe('event log', () => {
     expect(mine).toEqual(['data:x', 'eof:']);
     expect(all).toEqual(['s1:data', 's2:data', 's1:eof', 's1:closed']);
     expect(log.subscribers).toBe(1);
+  });
+});
+
+describe('isoNow', () => {
+  afterEach(() => vi.useRealTimers());
+
+  // The cached second and the millisecond table give what toISOString gives, at every edge of a
+  // millisecond, a second, a minute, a day and a year, and going back in time (the clock was set back).
+  it('is new Date().toISOString() at every edge', () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const edges = [Date.UTC(2026, 11, 31, 23, 59, 59, 999), Date.UTC(2027, 0, 1), Date.UTC(2026, 11, 4, 18, 55, 52, 560), 0, 1, 999, 1000, 1001];
+    for (const t of [...edges, ...edges.map((t) => t + 7), ...edges.reverse()]) {
+      vi.setSystemTime(t);
+      expect(isoNow()).toBe(new Date(t).toISOString());
+    }
+    for (let t = Date.UTC(2026, 5, 30, 23, 59, 58); t < Date.UTC(2026, 6, 1, 0, 0, 1); t += 13) {
+      vi.setSystemTime(t);
+      expect(isoNow()).toBe(new Date(t).toISOString());
+    }
   });
 });
 

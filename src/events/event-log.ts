@@ -13,16 +13,28 @@ export interface SockEvent {
 
 let lastMs = -1;
 let lastIso = '';
+let lastSecond = -1;
+/** `2026-12-04T18:55:52.` of the second being formatted. */
+let secondPrefix = '';
+/** `.000Z` … `.999Z`, without the dot: the milliseconds and the zone of a timestamp. */
+const MS_SUFFIX = Array.from({ length: 1000 }, (_, ms) => `${String(ms).padStart(3, '0')}Z`);
 
 /**
- * `new Date().toISOString()`, formatted once per millisecond: a bulk stream emits thousands of events a
- * second, and each formatting goes through the C library's printf and a time-zone lookup.
+ * `new Date().toISOString()`, formatted once per second (the date and time up to the seconds) plus a
+ * table lookup for the milliseconds: events come thousands a second, and a toISOString goes through a
+ * time-zone lookup and printf each time (about 7 µs of the 1,000-messages-per-second delivery path, whose
+ * every message falls in a new millisecond).
  */
 export function isoNow(): string {
   const ms = Date.now();
   if (ms !== lastMs) {
     lastMs = ms;
-    lastIso = new Date(ms).toISOString();
+    const second = Math.floor(ms / 1000);
+    if (second !== lastSecond) {
+      lastSecond = second;
+      secondPrefix = new Date(second * 1000).toISOString().slice(0, 20);
+    }
+    lastIso = secondPrefix + MS_SUFFIX[ms - second * 1000]!;
   }
   return lastIso;
 }
@@ -45,10 +57,21 @@ export class EventLog {
 
   /** Appends one event and hands it to every listener. */
   emit(socket: string, type: string, fields: Record<string, unknown> = {}, payload?: Buffer): SockEvent {
-    const event: SockEvent = { seq: this.nextSeq++, ts: isoNow(), socket, type, ...fields };
+    return this.append({ seq: this.nextSeq++, ts: isoNow(), socket, type, ...fields }, payload);
+  }
+
+  /**
+   * A `data` or `sent` event of a stream: emit() with these fields, built in one object literal of one
+   * shape (the per-message path of a stream: no spread of a fields object).
+   */
+  emitBytes(socket: string, type: 'data' | 'sent', offset: number, bytes: number, payload: Buffer | undefined): SockEvent {
+    return this.append({ seq: this.nextSeq++, ts: isoNow(), socket, type, offset, bytes }, payload);
+  }
+
+  private append(event: SockEvent, payload: Buffer | undefined): SockEvent {
     this.ring[event.seq % this.capacity] = event;
     for (const l of this.listeners) l(event, payload);
-    const own = this.bySocket.get(socket);
+    const own = this.bySocket.get(event.socket);
     if (own) for (const l of own) l(event, payload);
     return event;
   }

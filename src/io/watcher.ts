@@ -83,20 +83,16 @@ export class StreamReader {
   }
 
   /**
-   * Once stopped with every slot back, the pool (up to ~20 MiB) is moved out of its ArrayBuffer into a new,
-   * young one that nothing references, so the next scavenge frees it. Left to itself, the pool, old by then,
-   * waits for a full mark-compact, and a few closed streams' pools add up to V8's external-memory limit:
-   * with a WebSocket → TCP stream allocating 64 KiB per frame, that started back-to-back mark-compacts
-   * (25-30 per 512 MiB at 3 CPU-s/GB instead of none at 1.4).
+   * Once stopped with every slot back, the pool (up to ~20 MiB, mmap'd by the addon) is detached, which
+   * unmaps it at once. Left to the collector, the pool, old by then, waits for a full mark-compact, and a
+   * few closed streams' pools add up to V8's external-memory limit: with a WebSocket → TCP stream
+   * allocating 64 KiB per frame, that started back-to-back mark-compacts (25-30 per 512 MiB at 3 CPU-s/GB
+   * instead of none at 1.4).
    */
   private free(): void {
     if (!this.stopped || this.lent > 0 || this.freed) return;
     this.freed = true;
-    try {
-      structuredClone(this.arrayBuffer, { transfer: [this.arrayBuffer] });
-    } catch {
-      // not transferable after all (a runtime that pins it): the pool waits for the collector, as before
-    }
+    native.detachPool(this.arrayBuffer);
   }
 }
 

@@ -299,7 +299,7 @@ export class ManagedSocket {
     this.stats.messagesSent += 1;
     if (to && this.current === 'created' && !isUnbound(native.getsockname(this.fd), this.type === 'SOCK_RAW'))
       this.transition('bound');
-    this.ctx.events.emit(this.id, 'sent', { offset: this.stats.bytesSent - sent, bytes: sent }, data.subarray(0, sent));
+    this.ctx.events.emitBytes(this.id, 'sent', this.stats.bytesSent - sent, sent, data.subarray(0, sent));
     return sent;
   }
 
@@ -319,7 +319,7 @@ export class ManagedSocket {
     let payload: Buffer | undefined;
     if (n <= chunks[0]!.length) payload = chunks[0]!.subarray(0, n);
     else if (this.ctx.events.wantsCopies) payload = Buffer.concat(chunks, n);
-    this.ctx.events.emit(this.id, 'sent', { offset: this.stats.bytesSent, bytes: n }, payload);
+    this.ctx.events.emitBytes(this.id, 'sent', this.stats.bytesSent, n, payload);
     this.stats.bytesSent += n;
     return n;
   }
@@ -365,8 +365,8 @@ export class ManagedSocket {
     this.stats.bytesReceived += data.length;
     this.stats.messagesReceived += 1;
     // a datagram's event says who sent it (and whether it was cut)
-    const extra = from === undefined ? {} : { from, truncated: truncated ?? false };
-    this.ctx.events.emit(this.id, 'data', { offset, bytes: data.length, ...extra }, data);
+    if (from === undefined) this.ctx.events.emitBytes(this.id, 'data', offset, data.length, data);
+    else this.ctx.events.emit(this.id, 'data', { offset, bytes: data.length, from, truncated: truncated ?? false }, data);
   }
 
   /**
