@@ -100,8 +100,9 @@ export async function buildApp(
   installErrorHandler(app);
   app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
   // A POST without a body is an empty object: `curl -X POST .../listen` is a listen with the defaults.
-  app.addHook('preValidation', async (request) => {
+  app.addHook('preValidation', (request, _reply, done) => {
     if (request.body === undefined && request.method === 'POST') request.body = {};
+    done();
   });
   // @fastify/websocket's onRequest hook marks upgrade requests so that its onResponse hook destroys the
   // socket after a refusal; it must run before auth, or a 401 to an upgrade leaves the socket open for good

@@ -6,7 +6,7 @@
 import { once } from 'node:events';
 import http from 'node:http';
 import type net from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { WebSocket } from 'ws';
 import type { Config } from '../src/config.js';
 import { startApp, TOKEN, until, type Reply, type TestApp } from './helpers.js';
@@ -358,6 +358,30 @@ describe('rate limit (per user)', () => {
     expect((await call(BOB, 'GET', '/v1/sockets')).status).toBe(429);
     expect((await call(TOKEN, 'GET', '/v1/sockets')).status).toBe(200);
     for (let i = 0; i < 10; i++) await expectHealthy();
+  });
+});
+
+describe('rate limit windows', () => {
+  afterEach(() => vi.useRealTimers());
+
+  // A window lasts a minute from its key's first request; retry-after says when it ends, and then the
+  // user is served again with a full window.
+  it('a limited user is served again once the window that limited them has passed', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const t0 = Date.UTC(2026, 11, 4, 12, 0, 0);
+    vi.setSystemTime(t0);
+    await boot({ rateLimitPerMinute: 2 }, { tokens: tokens() });
+    expect((await call(ALICE, 'GET', '/v1/sockets')).status).toBe(200);
+    vi.setSystemTime(t0 + 20_000);
+    expect((await call(ALICE, 'GET', '/v1/sockets')).status).toBe(200);
+    const limited = await call(ALICE, 'GET', '/v1/sockets');
+    expect(limited.status).toBe(429);
+    expect(limited.headers).toMatchObject({ 'retry-after': '40', 'x-ratelimit-reset': '40', 'x-ratelimit-remaining': '0' });
+    vi.setSystemTime(t0 + 59_999);
+    expect((await call(ALICE, 'GET', '/v1/sockets')).status).toBe(429);
+    vi.setSystemTime(t0 + 60_000);
+    for (let i = 0; i < 2; i++) expect((await call(ALICE, 'GET', '/v1/sockets')).status).toBe(200);
+    expect((await call(ALICE, 'GET', '/v1/sockets')).status).toBe(429);
   });
 });
 

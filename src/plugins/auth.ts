@@ -31,14 +31,15 @@ function presentedToken(request: FastifyRequest): string | undefined {
  */
 export function installAuth(app: FastifyInstance, users: Users): void {
   app.decorateRequest('user', null as unknown as User);
-  app.addHook('preParsing', async (request, reply) => {
-    if (PUBLIC.some((re) => re.test(request.url))) return;
+  app.addHook('preParsing', (request, reply, _payload, done) => {
+    if (PUBLIC.some((re) => re.test(request.url))) return done();
     const given = presentedToken(request);
     const user = given === undefined ? undefined : users.authenticate(given);
     if (!user) {
       reply.header('www-authenticate', 'Bearer realm="sockctl"');
-      throw errors.unauthorized();
+      return done(errors.unauthorized());
     }
     request.user = user;
+    done();
   });
 }

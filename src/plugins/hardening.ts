@@ -1,10 +1,10 @@
 import cors from '@fastify/cors';
-import rateLimit from '@fastify/rate-limit';
 import underPressure from '@fastify/under-pressure';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { isIP } from 'node:net';
 import type { Config } from '../config.js';
 import { errors, SockctlError } from '../errors.js';
+import { installRateLimit } from './rate-limit.js';
 
 /** The security headers of every answer. */
 const API_HEADERS = {
@@ -41,11 +41,11 @@ export async function installHardening(app: FastifyInstance, config: Config): Pr
   });
   await app.register(cors, { origin: origins.length > 0 ? origins : false, allowedHeaders: ['authorization', 'content-type', 'last-event-id'] });
 
-  app.addHook('onRequest', async (request: FastifyRequest) => {
+  app.addHook('onRequest', (request: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void) => {
     // a browser on evil.example resolving to 127.0.0.1 sends Host: evil.example
     const host = hostname((request.headers.host ?? '').toLowerCase());
     if (host && !isIP(host) && !hosts.has(host))
-      throw errors.forbidden(`Host '${host}' is not allowed (SOCKCTL_ALLOWED_HOSTS)`);
+      return done(errors.forbidden(`Host '${host}' is not allowed (SOCKCTL_ALLOWED_HOSTS)`));
     const streaming = request.headers.upgrade?.toLowerCase() === 'websocket' || (request.headers.accept ?? '').includes('text/event-stream');
     const origin = request.headers.origin;
     if (streaming && origin && !origins.includes(origin)) {
@@ -55,20 +55,15 @@ export async function installHardening(app: FastifyInstance, config: Config): Pr
       } catch {
         same = false;
       }
-      if (!same) throw errors.forbidden(`Origin '${origin}' is not allowed (SOCKCTL_CORS_ORIGINS)`);
+      if (!same) return done(errors.forbidden(`Origin '${origin}' is not allowed (SOCKCTL_CORS_ORIGINS)`));
     }
+    done();
   });
 
-  await app.register(rateLimit, {
-    hook: 'preHandler',
-    // the x-ratelimit-* headers go with a 429 (and its retry-after) only, not on every answer
-    addHeadersOnExceeding: { 'x-ratelimit-limit': false, 'x-ratelimit-remaining': false, 'x-ratelimit-reset': false },
+  installRateLimit(app, {
     max: config.rateLimitPerMinute,
-    timeWindow: 60_000,
-    keyGenerator: (request) => request.user?.name ?? request.ip,
-    allowList: (request) => request.url.startsWith('/v1/health'),
-    errorResponseBuilder: (_request, context) =>
-      new SockctlError(429, 'SOCKCTL_RATE_LIMITED', `rate limit of ${context.max} requests per minute reached; retry in ${context.after}`),
+    windowMs: 60_000,
+    exempt: (request) => request.url.startsWith('/v1/health'),
   });
 
   if (config.maxEventLoopDelayMs === 0) return;

@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { hash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Value } from 'typebox/value';
 import { TokensFile, type Limits, type UserEntry } from '../../schemas/policy.js';
@@ -10,7 +10,7 @@ export interface User {
   limits: Required<Limits>;
 }
 
-const digest = (s: string) => createHash('sha256').update(s).digest();
+const digest = (s: string) => hash('sha256', s, 'buffer');
 
 /**
  * Bearer tokens → users. `SOCKCTL_TOKEN` is the single-admin shortcut; `SOCKCTL_TOKENS_FILE` adds users
