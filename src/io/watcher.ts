@@ -92,7 +92,11 @@ export class StreamReader {
   private free(): void {
     if (!this.stopped || this.lent > 0 || this.freed) return;
     this.freed = true;
-    native.detachPool(this.arrayBuffer);
+    try {
+      native.detachPool(this.arrayBuffer);
+    } catch {
+      // not detachable after all (a runtime that pins it): the pool waits for the collector
+    }
   }
 }
 
