@@ -292,6 +292,13 @@ export interface Native {
    * Throws ERR_INVALID_ARG_TYPE for anything but an ArrayBuffer.
    */
   detachPool(pool: ArrayBuffer): void;
+  /**
+   * The C library's malloc: keep up to `trimBytes` of freed memory at the top of the heap instead of
+   * returning it to the kernel, and serve requests under `mmapBytes` (at most 32 MiB) from the heap
+   * (mallopt M_TRIM_THRESHOLD and M_MMAP_THRESHOLD; both settings end glibc's sliding thresholds). For
+   * the service process only (main.ts). Throws EINVAL ("mallopt") if the C library refuses.
+   */
+  keepFreedHeap(trimBytes: number, mmapBytes: number): void;
   /** Bytes of reader pools (startReading) mapped now, in the whole process: for tests and diagnostics. */
   readerPoolBytes(): number;
   /** Count of open descriptors of this process (readdir /proc/self/fd minus the dir fd). For leak tests. */

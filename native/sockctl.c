@@ -23,6 +23,9 @@
 #include <linux/sock_diag.h>  /* SOCK_DIAG_BY_FAMILY */
 #include <linux/sockios.h>    /* SIOCINQ, SIOCOUTQ */
 #include <linux/unix_diag.h>
+#ifdef __GLIBC__
+#include <malloc.h> /* mallopt */
+#endif
 #include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -1365,6 +1368,19 @@ static napi_value js_detach_pool(napi_env env, napi_callback_info info) {
     return NULL;
 }
 
+/* keepFreedHeap(trimBytes, mmapBytes): mallopt(M_TRIM_THRESHOLD) and mallopt(M_MMAP_THRESHOLD) (glibc only). */
+static napi_value js_keep_freed_heap(napi_env env, napi_callback_info info) {
+    ARGS(2);
+    double trim, mmap_at;
+    REQUIRE(get_integer(env, argv[0], "trimBytes", 0, INT32_MAX, &trim) &&
+            get_integer(env, argv[1], "mmapBytes", 0, 32 * 1024 * 1024, &mmap_at));
+#ifdef __GLIBC__
+    if (mallopt(M_TRIM_THRESHOLD, (int)trim) != 1 || mallopt(M_MMAP_THRESHOLD, (int)mmap_at) != 1)
+        FAIL(throw_error(env, "EINVAL", EINVAL, "mallopt", "the C library refused the malloc settings"));
+#endif
+    return NULL; /* other C libraries: their own policy stays */
+}
+
 static napi_value js_reader_pool_bytes(napi_env env, napi_callback_info info) {
     (void)info;
     return make_num(env, (double)__atomic_load_n(&pools_mapped, __ATOMIC_RELAXED));
@@ -1601,7 +1617,7 @@ NAPI_MODULE_INIT() {
         FN("tcpInfo", js_tcp_info), FN("ioctlInt", js_ioctl_int), FN("fdCount", js_fd_count),
         FN("unixQueue", js_unix_queue), FN("tcpDiagState", js_tcp_diag_state),
         FN("createPoller", js_create_poller), FN("readerPoolBytes", js_reader_pool_bytes),
-        FN("detachPool", js_detach_pool),
+        FN("detachPool", js_detach_pool), FN("keepFreedHeap", js_keep_freed_heap),
     };
     if (addon == NULL)
         FAIL(napi_throw_error(env, "ENOMEM", "sockctl: out of memory"));

@@ -147,7 +147,7 @@ describe('module', () => {
       'socket', 'socketpair', 'bind', 'listen', 'accept', 'connect', 'send', 'sendv', 'recv', 'shutdown',
       'close', 'getsockname', 'getpeername', 'getsockoptInt', 'setsockoptInt', 'getsockoptLinger',
       'setsockoptLinger', 'getsockoptTimeval', 'setsockoptTimeval', 'tcpInfo', 'ioctlInt', 'fdCount',
-      'unixQueue', 'tcpDiagState', 'createPoller',
+      'unixQueue', 'tcpDiagState', 'createPoller', 'readerPoolBytes', 'detachPool', 'keepFreedHeap',
     ]) {
       expect(typeof (N as unknown as Record<string, unknown>)[name], name).toBe('function');
     }
@@ -186,6 +186,13 @@ describe('module', () => {
     expect(caught(() => N.bind(0, { family: C.AF_INET, address: '127.0.0.1', port: 70000 })).code).toBe(
       'ERR_OUT_OF_RANGE',
     );
+  });
+
+  // the service's malloc settings (main.ts): accepted within glibc's bounds, anything else refused by name
+  it('keepFreedHeap takes the service settings and refuses an mmap threshold over 32 MiB', () => {
+    expect(() => N.keepFreedHeap(64 * 1024 * 1024, 32 * 1024 * 1024)).not.toThrow();
+    expect(caught(() => N.keepFreedHeap(0, 32 * 1024 * 1024 + 1)).code).toBe('ERR_OUT_OF_RANGE');
+    expect(caught(() => N.keepFreedHeap(-1, 0)).code).toBe('ERR_OUT_OF_RANGE');
   });
 });
 
