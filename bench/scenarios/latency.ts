@@ -40,19 +40,19 @@ function collect(ws: WebSocket, count: number, timeoutMs: number): Promise<numbe
   ).finally(() => ws.removeAllListeners('message'));
 }
 
-async function run(ctx: Ctx, ws: WebSocket, conn: number, seconds: number): Promise<Latency> {
-  const count = Math.round(RATE * seconds);
+async function run(ctx: Ctx, ws: WebSocket, conn: number, seconds: number, rate = RATE): Promise<Latency> {
+  const count = Math.round(rate * seconds);
   const got = collect(ws, count, seconds * 1000 + 15_000);
-  await ctx.peer.call('ticks', { conn, rate: RATE, count, size: SIZE }, seconds * 1000 + 15_000);
+  await ctx.peer.call('ticks', { conn, rate, count, size: SIZE }, seconds * 1000 + 15_000);
   const lat = await got;
   return { p50: quantile(lat, 0.5), p99: quantile(lat, 0.99) };
 }
 
-/** One round through `side`: its p50 and p99 in ms. */
-export async function via(ctx: Ctx, side: Side, seconds: number): Promise<Latency> {
+/** One round through `side`: its p50 and p99 in ms (`rate` messages per second: a warm-up goes faster). */
+export async function via(ctx: Ctx, side: Side, seconds: number, rate = RATE): Promise<Latency> {
   const { ws, conn, cleanup } = await side.connect(ctx);
   try {
-    return await run(ctx, ws, conn, seconds);
+    return await run(ctx, ws, conn, seconds, rate);
   } finally {
     await cleanup();
   }
@@ -63,8 +63,10 @@ export async function latency(ctx: Ctx): Promise<ScenarioResult[]> {
   const [rounds, seconds] = ctx.quick ? [2, 1] : [5, 2];
   ctx.log(`delivery latency: ${rounds} rounds of ${seconds} s at ${RATE}/s, ${SIZE}-byte messages, each side`);
   const [ours, relay] = [sockctlSide(ctx), relaySides(ctx)[0]!];
-  await via(ctx, ours, 0.2);
-  await via(ctx, relay, 0.2);
+  // warm-up: 10,000 messages each, so that both paths run optimized code (in a full run the relay comes hot
+  // from scenarios 1 and 2, and a service started for this scenario would otherwise be measured half-cold)
+  await via(ctx, ours, 0.5, 20 * RATE);
+  await via(ctx, relay, 0.5, 20 * RATE);
   const r = await alternate(rounds, () => via(ctx, ours, seconds), () => via(ctx, relay, seconds));
   return [
     row('3. Delivery latency', 'p50', 'ms', summarize(r.a.map((x) => x.p50)), { name: relay.name, summary: summarize(r.b.map((x) => x.p50)) }, false, { max: 1.0 }),
