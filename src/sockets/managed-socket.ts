@@ -315,10 +315,9 @@ export class ManagedSocket {
     const n = this.sys('sendmsg', () => native.sendv(this.fd, chunks, 0));
     this.stats.messagesSent += 1;
     if (n === 0) return 0;
-    // one `sent` event per sendmsg, as for a REST send: the bytes joined only for listeners that want them
+    // one `sent` event per sendmsg, as for a REST send: the bytes (joined if need be) only for listeners that want them
     let payload: Buffer | undefined;
-    if (n <= chunks[0]!.length) payload = chunks[0]!.subarray(0, n);
-    else if (this.ctx.events.wantsCopies) payload = Buffer.concat(chunks, n);
+    if (this.ctx.events.wantsCopies) payload = n <= chunks[0]!.length ? chunks[0]!.subarray(0, n) : Buffer.concat(chunks, n);
     this.ctx.events.emitBytes(this.id, 'sent', this.stats.bytesSent, n, payload);
     this.stats.bytesSent += n;
     return n;
