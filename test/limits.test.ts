@@ -440,6 +440,18 @@ describe('Host and Origin', () => {
       expect((await handshake(url2, { origin })).status, origin).toBe(403);
   });
 
+  it('CORS with no origin allowed (the default): no access-control header on a preflight or a request, and a preflight is no way in', async () => {
+    await boot();
+    const preflight = await call(null, 'OPTIONS', '/v1/sockets', undefined, {
+      origin: 'http://dash.example',
+      'access-control-request-method': 'POST',
+    });
+    expect(preflight.status).toBe(401);
+    const real = await call(TOKEN, 'GET', '/v1/sockets', undefined, { origin: 'http://dash.example' });
+    expect(real.status).toBe(200);
+    for (const r of [preflight, real]) expect(Object.keys(r.headers).filter((h) => h.startsWith('access-control-'))).toEqual([]);
+  });
+
   it('CORS: a preflight from an allowed origin is answered with access-control-allow-origin; other origins get none', async () => {
     await boot({ corsOrigins: 'http://dash.example' });
     const preflight = (origin: string) =>

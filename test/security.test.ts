@@ -588,6 +588,42 @@ describe('tokens', () => {
     expect(() => t.app.users.reload()).toThrow(/twice/);
   });
 
+  // A keep-alive connection is not re-hashed for the token it last authenticated with: the reload must
+  // still end that token on the very same connection, and another token on it is checked afresh.
+  it('one keep-alive connection: a reload ends its token at once; a wrong token after a good one is 401', async () => {
+    t = await startApp({}, { tokens: TOKENS });
+    await t.app.listen({ host: '127.0.0.1', port: 0 });
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const sockets = new Set<net.Socket>();
+    const get = (token: string) =>
+      new Promise<number>((resolve, reject) => {
+        const req = http.get(
+          { host: '127.0.0.1', port: (t.app.server.address() as net.AddressInfo).port, path: '/v1/sockets', agent, headers: as(token) },
+          (res) => {
+            sockets.add(res.socket);
+            res.resume();
+            res.on('end', () => resolve(res.statusCode ?? 0));
+          },
+        );
+        req.on('error', reject);
+      });
+    try {
+      for (let i = 0; i < 3; i++) expect(await get(ALICE)).toBe(200);
+      expect(await get(WRONG)).toBe(401);
+      expect(await get(`${ALICE.slice(0, -1)}x`)).toBe(401); // same length, last character differs
+      expect(await get(`${ALICE}x`)).toBe(401); // the good token and more
+      expect(await get(ALICE.slice(0, -1))).toBe(401); // a prefix of it
+      expect(await get(ALICE)).toBe(200);
+      writeFileSync(join(t.unixDir, 'tokens.json'), JSON.stringify({ users: [{ name: 'bob', token: BOB, role: 'user' }] }));
+      t.app.users.reload();
+      expect(await get(ALICE)).toBe(401);
+      expect(await get(BOB)).toBe(200);
+      expect(sockets.size).toBe(1); // every request went over the one connection
+    } finally {
+      agent.destroy();
+    }
+  });
+
   it('an invalid tokens file at start makes buildApp throw, naming the file', async () => {
     const user = (name: string, role = 'user') => ({ tokens: { users: [{ name, token: ALICE, role }] } });
     await expect(startApp({}, user('alice', 'superuser'))).rejects.toThrow(/tokens\.json/);

@@ -39,7 +39,9 @@ export async function installHardening(app: FastifyInstance, config: Config): Pr
     reply.headers(API_HEADERS);
     done();
   });
-  await app.register(cors, { origin: origins.length > 0 ? origins : false, allowedHeaders: ['authorization', 'content-type', 'last-event-id'] });
+  // no origin allowed (the default): no CORS handling at all, which answers exactly as the plugin with
+  // origin: false did (no CORS headers; a preflight meets auth like any OPTIONS), without its per-request hook
+  if (origins.length > 0) await app.register(cors, { origin: origins, allowedHeaders: ['authorization', 'content-type', 'last-event-id'] });
 
   app.addHook('onRequest', (request: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void) => {
     // a browser on evil.example resolving to 127.0.0.1 sends Host: evil.example

@@ -19,6 +19,8 @@ const digest = (s: string) => hash('sha256', s, 'buffer');
  */
 export class Users {
   private entries: { digest: Buffer; user: User }[] = [];
+  /** Bumped by every reload: a token accepted before it must be checked again. */
+  generation = 0;
 
   constructor(
     private readonly adminToken: string,
@@ -53,6 +55,7 @@ export class Users {
     }
     if (entries.length === 0) throw new Error('no users: set SOCKCTL_TOKEN or SOCKCTL_TOKENS_FILE');
     this.entries = entries;
+    this.generation++;
     return entries.length;
   }
 
