@@ -19,8 +19,7 @@ const digest = (s: string) => hash('sha256', s, 'buffer');
  */
 export class Users {
   private entries: { digest: Buffer; user: User }[] = [];
-  /** Bumped by every reload: a token accepted before it must be checked again. */
-  generation = 0;
+  private reloads = 0;
 
   constructor(
     private readonly adminToken: string,
@@ -55,8 +54,13 @@ export class Users {
     }
     if (entries.length === 0) throw new Error('no users: set SOCKCTL_TOKEN or SOCKCTL_TOKENS_FILE');
     this.entries = entries;
-    this.generation++;
+    this.reloads++;
     return entries.length;
+  }
+
+  /** Changes with every reload: a token accepted before it must be checked again. */
+  get generation(): number {
+    return this.reloads;
   }
 
   /** The user a token belongs to; every entry is compared, so timing says nothing about which matched. */
