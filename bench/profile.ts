@@ -7,10 +7,10 @@ import { IpcChild } from './lib/ipc-child.js';
 import { RawHttp, rate } from './lib/raw-http.js';
 import { ROOT, sleep, spawnNode, waitLine } from './lib/procs.js';
 import { Service, TOKEN } from './lib/service.js';
-import { relaySides, sockctlSide } from './lib/sides.js';
+import { relaySides, sockctlSide, type Side } from './lib/sides.js';
 import { callTargets, WORKERS } from './scenarios/control-plane.js';
 import { round as fanoutRound } from './scenarios/fanout.js';
-import { via as latencyRound } from './scenarios/latency.js';
+import { via as latencyRound, warm as warmLatency } from './scenarios/latency.js';
 import { transfer, type Transfer } from './scenarios/throughput.js';
 
 /**
@@ -38,6 +38,37 @@ interface Section {
   summary: string;
 }
 
+/** A side-by-side workload of the service and the relay: a warm-up, then the measured run's summary line. */
+interface Workload {
+  warm(side: Side): Promise<void>;
+  run(side: Side): Promise<string>;
+}
+
+function transferWorkload(ctx: Ctx, what: 'tcp-ws' | 'ws-tcp', quick: boolean): Workload {
+  const direction = what === 'tcp-ws' ? 'tcp-to-ws' : 'ws-to-tcp';
+  const label = what === 'tcp-ws' ? 'TCP → WebSocket' : 'WebSocket → TCP';
+  const [rounds, bytes] = quick ? [2, 256 * MiB] : [4, 512 * MiB];
+  return {
+    warm: async (side) => void (await transfer(ctx, side, direction, 32 * MiB)),
+    async run(side) {
+      const r: Transfer[] = [];
+      for (let i = 0; i < rounds; i++) r.push(await transfer(ctx, side, direction, bytes));
+      return `${rounds} × ${bytes / MiB} MiB ${label}: GB/s ${r.map((x) => x.gbps.toFixed(2)).join(' ')}; CPU-s/GB ${r.map((x) => x.cpuPerGB.toFixed(2)).join(' ')}`;
+    },
+  };
+}
+
+function latencyWorkload(ctx: Ctx, quick: boolean): Workload {
+  const seconds = quick ? 2 : 6;
+  return {
+    warm: (side) => warmLatency(ctx, side),
+    async run(side) {
+      const r = await latencyRound(ctx, side, seconds);
+      return `${seconds} s of 64-byte messages at 1,000/s, TCP → WebSocket: p50 ${r.p50.toFixed(3)} ms, p99 ${r.p99.toFixed(3)} ms`;
+    },
+  };
+}
+
 export async function profile(what: ProfileName, log: (msg: string) => void, quick: boolean): Promise<void> {
   const dir = join(ROOT, 'bench', 'results', 'profiles');
   mkdirSync(dir, { recursive: true });
@@ -58,28 +89,13 @@ export async function profile(what: ProfileName, log: (msg: string) => void, qui
   };
   try {
     if (what === 'tcp-ws' || what === 'ws-tcp' || what === 'latency') {
-      const direction = what === 'tcp-ws' ? 'tcp-to-ws' : 'ws-to-tcp';
-      const label = what === 'tcp-ws' ? 'TCP → WebSocket' : 'WebSocket → TCP';
       const relayProc = spawnNode('relay', 'bench/baselines/relay.ts', { env: { RELAY_PORT: '0' }, nodeArgs: prof('relay') });
       stops.push(() => relayProc.stop());
       ctx.relay = { proc: relayProc, port: Number((await waitLine(relayProc, /listening on (\d+)/))[1]) };
-      const [rounds, bytes] = quick ? [2, 256 * MiB] : [4, 512 * MiB];
+      const workload = what === 'latency' ? latencyWorkload(ctx, quick) : transferWorkload(ctx, what, quick);
       for (const [side, who] of [[sockctlSide(ctx), 'sockctl'], [relaySides(ctx)[0]!, 'relay']] as const) {
-        if (what === 'latency') {
-          const seconds = quick ? 2 : 6;
-          await latencyRound(ctx, side, 0.3); // warm-up
-          await measure(side.name, who, async () => {
-            const r = await latencyRound(ctx, side, seconds);
-            return `${seconds} s of 64-byte messages at 1,000/s, TCP → WebSocket: p50 ${r.p50.toFixed(3)} ms, p99 ${r.p99.toFixed(3)} ms`;
-          });
-          continue;
-        }
-        await transfer(ctx, side, direction, 32 * MiB); // warm-up
-        await measure(side.name, who, async () => {
-          const r: Transfer[] = [];
-          for (let i = 0; i < rounds; i++) r.push(await transfer(ctx, side, direction, bytes));
-          return `${rounds} × ${bytes / MiB} MiB ${label}: GB/s ${r.map((x) => x.gbps.toFixed(2)).join(' ')}; CPU-s/GB ${r.map((x) => x.cpuPerGB.toFixed(2)).join(' ')}`;
-        });
+        await workload.warm(side);
+        await measure(side.name, who, () => workload.run(side));
       }
     } else if (what === 'fanout') {
       const observers = await IpcChild.start('observers', 'bench/lib/observers.ts');

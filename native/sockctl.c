@@ -1358,11 +1358,9 @@ static napi_status create_pool(napi_env env, size_t len, void **data, napi_value
 
 /* detachPool(arrayBuffer): a stopped reader's pool, every slot back: detach it (views read empty), unmap it. */
 static napi_value js_detach_pool(napi_env env, napi_callback_info info) {
-    size_t argc = 1;
-    napi_value argv[1];
+    ARGS(1);
     bool is_ab = false;
-    NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-    if (argc < 1 || napi_is_arraybuffer(env, argv[0], &is_ab) != napi_ok || !is_ab)
+    if (napi_is_arraybuffer(env, argv[0], &is_ab) != napi_ok || !is_ab)
         FAIL(type_error(env, "pool", "ArrayBuffer"));
     NAPI_CALL(env, napi_detach_arraybuffer(env, argv[0]));
     return NULL;

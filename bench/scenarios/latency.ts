@@ -58,15 +58,22 @@ export async function via(ctx: Ctx, side: Side, seconds: number, rate = RATE): P
   }
 }
 
+/**
+ * 10,000 messages through `side` at 20x the measured rate, so that its path runs optimized code: in a full
+ * run the relay comes hot from scenarios 1 and 2, and a service started for this scenario would otherwise
+ * be measured half-cold.
+ */
+export async function warm(ctx: Ctx, side: Side): Promise<void> {
+  await via(ctx, side, 0.5, 20 * RATE);
+}
+
 /** Scenario 3: 64-byte messages at 1,000/s, TCP peer → WebSocket client; p50 and p99 <= 1.0x the relay. */
 export async function latency(ctx: Ctx): Promise<ScenarioResult[]> {
   const [rounds, seconds] = ctx.quick ? [2, 1] : [5, 2];
   ctx.log(`delivery latency: ${rounds} rounds of ${seconds} s at ${RATE}/s, ${SIZE}-byte messages, each side`);
   const [ours, relay] = [sockctlSide(ctx), relaySides(ctx)[0]!];
-  // warm-up: 10,000 messages each, so that both paths run optimized code (in a full run the relay comes hot
-  // from scenarios 1 and 2, and a service started for this scenario would otherwise be measured half-cold)
-  await via(ctx, ours, 0.5, 20 * RATE);
-  await via(ctx, relay, 0.5, 20 * RATE);
+  await warm(ctx, ours);
+  await warm(ctx, relay);
   const r = await alternate(rounds, () => via(ctx, ours, seconds), () => via(ctx, relay, seconds));
   return [
     row('3. Delivery latency', 'p50', 'ms', summarize(r.a.map((x) => x.p50)), { name: relay.name, summary: summarize(r.b.map((x) => x.p50)) }, false, { max: 1.0 }),
