@@ -141,6 +141,29 @@ describe('native reader: accounting and observers', () => {
     expect(s.stats).toMatchObject({ bytesSent: sent.length, messagesSent: sentEvents.length });
   });
 
+  it('consumer writes: the messages of one WebSocket read go out in one sendmsg, in order', async () => {
+    await boot({ observerQueue: 100_000 });
+    const { id, peer } = await session();
+    const events = await observeWithData(id);
+    const received: Buffer[] = [];
+    peer.on('data', (d: Buffer) => received.push(d));
+    const consumer = ws(`/v1/sockets/${id}/stream?binary=true`);
+    await once(consumer, 'open');
+    const frames = Array.from({ length: 20 }, () => randomBytes(1000));
+    const sent = Buffer.concat(frames);
+    // one TCP write carrying 20 frames: the service reads them at once (one loopback segment)
+    const transport = (consumer as unknown as { _socket: import('node:net').Socket })._socket;
+    transport.cork();
+    for (const f of frames) consumer.send(f);
+    transport.uncork();
+    await until(() => received.reduce((n, b) => n + b.length, 0) >= sent.length, 'the peer to get everything');
+    expect(Buffer.concat(received).equals(sent)).toBe(true);
+    await until(() => events.some((e) => e.type === 'sent'), 'the sent event');
+    const sentEvents = events.filter((e) => e.type === 'sent');
+    expect(sentEvents.map((e) => [e.offset, e.bytes])).toEqual([[0, sent.length]]);
+    expect(joinCopies(sentEvents).equals(sent)).toBe(true);
+  });
+
   it('a JSON consumer gets data events with offsets, and a resume replays the retained copies intact', async () => {
     await boot();
     const { id, peer } = await session();
