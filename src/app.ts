@@ -1,4 +1,4 @@
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import health from '../routes/health.js';
 import options from '../routes/options.js';
@@ -42,6 +42,19 @@ const serializers = {
   },
 };
 
+/** Levels at which fastify logs every request (`incoming request`, `request completed`). */
+const REQUEST_LEVELS = new Set(['info', 'debug', 'trace']);
+
+/**
+ * A request's logger: a pino child carrying its reqId when every request is logged; otherwise (warn and
+ * above) the root logger, since only failures are logged then and they name their reqId themselves
+ * (error-handler.ts). pino serializes a child's bindings as it makes it: about 2 µs of a 45 µs call
+ * (bench scenario 4, same-run A/B).
+ */
+function childLoggerFactory(logger: FastifyBaseLogger, bindings: Record<string, unknown>, opts: object): FastifyBaseLogger {
+  return REQUEST_LEVELS.has(logger.level) ? logger.child(bindings, opts) : logger;
+}
+
 /**
  * The whole service as a fastify instance, not listening. `config.token` and `config.unixDir` must be
  * set (main.ts fills them). Closing the app closes every socket it holds.
@@ -61,6 +74,7 @@ export async function buildApp(
     return503OnClosing: true,
     forceCloseConnections: 'idle',
   }).withTypeProvider<TypeBoxTypeProvider>();
+  app.setChildLoggerFactory(childLoggerFactory);
 
   const users = new Users(config.token, config.tokensFile, {
     sockets: config.userSockets,

@@ -28,7 +28,9 @@ export function toErrorBody(err: FastifyError | Error): ErrorBody {
 export function installErrorHandler(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError, request, reply) => {
     const body = toErrorBody(err);
-    if (body.statusCode >= 500) request.log.error({ err, code: body.code }, 'request failed');
+    // below info a request logs through the root logger, with no reqId of its own (app.ts childLoggerFactory)
+    const reqId = request.log === app.log ? { reqId: request.id } : {};
+    if (body.statusCode >= 500) request.log.error({ err, code: body.code, ...reqId }, 'request failed');
     else request.log.info({ code: body.code, statusCode: body.statusCode }, body.message);
     return reply.status(body.statusCode).send(body);
   });
