@@ -476,6 +476,21 @@ describe('consumer stream: client ops', () => {
   });
 });
 
+describe('consumer stream: masked frames', () => {
+  it('ws unmasks client frames with bufferutil (native), not its byte-at-a-time JS loop', async () => {
+    // a browser masks every frame; ws's JS unmask costs about 3 CPU-s per GB more (bench/lib/ws-client.ts)
+    const { createRequire } = await import('node:module');
+    const requireFromWs = createRequire(createRequire(import.meta.url).resolve('ws'));
+    const { unmask } = requireFromWs('bufferutil') as { unmask: (b: Buffer, m: Buffer) => void };
+    expect(Function.prototype.toString.call(unmask)).toContain('[native code]');
+    const data = randomBytes(4096);
+    const mask = randomBytes(4);
+    const copy = Buffer.from(data);
+    unmask(copy, mask);
+    expect(copy.every((b, i) => b === (data[i]! ^ mask[i & 3]!))).toBe(true);
+  });
+});
+
 describe('consumer stream: frame limit', () => {
   it('a frame over wsMaxPayload closes the stream with 1009; the socket and the service carry on', async () => {
     await boot({ wsMaxPayload: 1024 });
