@@ -5,6 +5,7 @@ import { isoNow, type EventLog, type SockEvent } from '../events/event-log.js';
 import { C, native } from '../io/native.js';
 import type { StreamReader } from '../io/watcher.js';
 import type { ManagedSocket } from './managed-socket.js';
+import { count } from './owner-counts.js';
 
 /** What a consumer stream needs from its transport (a WebSocket in routes/stream.ts). */
 export interface ConsumerSink {
@@ -88,20 +89,15 @@ interface Chunk {
   slot?: SlotRef | undefined;
 }
 
+/** Retained bytes per user, across their sockets. */
+const heldByUser = new Map<string, number>();
+
 /**
  * Delivered bytes kept for resume, per socket, across consumers. No copy in the common case: a chunk the
  * native reader read stays in its slot, held (the pool has room for the window, see retainSlots); only
  * when retention holds more slots than that (many small chunks) are the oldest copied out and their slots
  * given back. A stopped reader never writes its pool again, so its slots held here stay valid after it.
  */
-/** Retained bytes per user, across their sockets. */
-const heldByUser = new Map<string, number>();
-const hold = (user: string, bytes: number) => {
-  const n = (heldByUser.get(user) ?? 0) + bytes;
-  if (n > 0) heldByUser.set(user, n);
-  else heldByUser.delete(user);
-};
-
 class Retained {
   constructor(private readonly owner: string) {}
 
@@ -126,7 +122,7 @@ class Retained {
     const chunk: Chunk = { offset, data, at: Date.now(), slot };
     this.chunks.push(chunk);
     this.bytes += data.length;
-    hold(this.owner, data.length);
+    count(heldByUser, this.owner, data.length);
     if (slot) this.slotted.push(chunk);
     const oldest = Date.now() - limitMs;
     while (this.head < this.chunks.length && (this.bytes > limitBytes || this.chunks[this.head]!.at < oldest)) this.dropOldest();
@@ -180,7 +176,7 @@ class Retained {
   private dropOldest(): void {
     const c = this.chunks[this.head++]!;
     this.bytes -= c.data.length;
-    hold(this.owner, -c.data.length);
+    count(heldByUser, this.owner, -c.data.length);
     this.release(c);
   }
 

@@ -17,6 +17,7 @@ import {
   typeNumber,
 } from './families.js';
 import { ManagedSocket, type SocketContext, type SocketInit } from './managed-socket.js';
+import { count } from './owner-counts.js';
 
 export interface RegistryConfig {
   maxWaitMs: number;
@@ -47,13 +48,6 @@ export interface ListFilter {
 
 function matches(s: ManagedSocket, f: ListFilter): boolean {
   return (f.state === undefined || s.state === f.state) && (f.label === undefined || s.label === f.label) && (f.owner === undefined || s.owner === f.owner);
-}
-
-/** Adds `by` to an owner's count; a count that reaches 0 leaves the map. */
-function count(counts: Map<string, number>, owner: string, by: number): void {
-  const n = (counts.get(owner) ?? 0) + by;
-  if (n > 0) counts.set(owner, n);
-  else counts.delete(owner);
 }
 
 /** Random bytes for ids, drawn 9 at a time from a pool: one randomFillSync per 455 ids instead of one each. */
