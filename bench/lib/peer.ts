@@ -1,25 +1,32 @@
 /**
- * The TCP peer of the data-path scenarios, in its own process so that its work does not share the
- * harness's event loop. Driven over IPC by bench/lib/peer-client.ts: one request `{id, op, ...}`, one
+ * The TCP (and UDP) peer of the data-path scenarios, in its own process so that its work does not share
+ * the harness's event loop. Driven over IPC by bench/lib/peer-client.ts: one request `{id, op, ...}`, one
  * reply `{id, ...}` (or `{id, error}`). Every connection counts what it receives, with the time of the
  * first and last byte on the shared monotonic clock.
  */
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { nowMs } from './clock.js';
 import { serveHarness } from './child-server.js';
 
-interface Conn {
-  socket: Socket;
+/** What a connection (TCP) or a bound UDP socket received. */
+interface Counter {
   bytes: number;
   firstMs: number;
   lastMs: number;
   /** Called on every chunk received. */
   onData?: () => void;
+  end(reset: boolean): void;
+}
+
+interface Conn extends Counter {
+  socket: Socket;
 }
 
 type Request = { id: number; op: string; [k: string]: unknown };
 
 const conns = new Map<number, Conn>();
+const udps = new Map<number, Counter & { socket: UdpSocket }>();
 let nextConn = 1;
 let server: Server | undefined;
 const accepted: Socket[] = [];
@@ -27,14 +34,8 @@ const acceptWaiters: ((s: Socket) => void)[] = [];
 
 function adopt(socket: Socket): number {
   socket.setNoDelay(true);
-  const c: Conn = { socket, bytes: 0, firstMs: 0, lastMs: 0 };
-  socket.on('data', (d: Buffer) => {
-    const t = nowMs();
-    if (c.bytes === 0) c.firstMs = t;
-    c.bytes += d.length;
-    c.lastMs = t;
-    c.onData?.();
-  });
+  const c: Conn = { socket, bytes: 0, firstMs: 0, lastMs: 0, end: (reset) => (reset ? socket.resetAndDestroy() : socket.destroy()) };
+  socket.on('data', (d: Buffer) => received(c, d.length));
   socket.on('error', () => undefined); // resets at close are expected
   const id = nextConn++;
   conns.set(id, c);
@@ -42,8 +43,23 @@ function adopt(socket: Socket): number {
   return id;
 }
 
+function received(c: Counter, n: number): void {
+  const t = nowMs();
+  if (c.bytes === 0) c.firstMs = t;
+  c.bytes += n;
+  c.lastMs = t;
+  c.onData?.();
+}
+
 function conn(id: unknown): Conn {
   const c = conns.get(Number(id));
+  if (!c) throw new Error(`no connection ${String(id)}`);
+  return c;
+}
+
+/** A TCP connection or a UDP socket, by id (they share the id space). */
+function counter(id: unknown): Counter {
+  const c = conns.get(Number(id)) ?? udps.get(Number(id));
   if (!c) throw new Error(`no connection ${String(id)}`);
   return c;
 }
@@ -91,7 +107,7 @@ function ticks(c: Conn, rate: number, count: number, size: number): Promise<{ se
 }
 
 /** Resolves when the connection received at least `bytes`, or rejects after `timeoutMs`. */
-function sink(c: Conn, bytes: number, timeoutMs: number): Promise<{ bytes: number; firstMs: number; lastMs: number }> {
+function sink(c: Counter, bytes: number, timeoutMs: number): Promise<{ bytes: number; firstMs: number; lastMs: number }> {
   const result = () => ({ bytes: c.bytes, firstMs: c.firstMs, lastMs: c.lastMs });
   if (c.bytes >= bytes) return Promise.resolve(result());
   return new Promise((resolve, reject) => {
@@ -135,8 +151,18 @@ async function handle(req: Request): Promise<Record<string, unknown>> {
     }
     case 'blast':
       return blast(conn(req.conn), Number(req.bytes), Number(req.chunk ?? 1024 * 1024));
+    case 'udp': {
+      // a UDP socket on 127.0.0.1 counting the datagrams' bytes (a datagram peer)
+      const socket = createSocket('udp4');
+      const id = nextConn++;
+      const u = { socket, bytes: 0, firstMs: 0, lastMs: 0, end: () => socket.close() };
+      socket.on('message', (m: Buffer) => received(u, m.length));
+      await new Promise<void>((r) => socket.bind(0, '127.0.0.1', r));
+      udps.set(id, u);
+      return { conn: id, port: socket.address().port };
+    }
     case 'sink':
-      return sink(conn(req.conn), Number(req.bytes), Number(req.timeoutMs ?? 60_000));
+      return sink(counter(req.conn), Number(req.bytes), Number(req.timeoutMs ?? 60_000));
     case 'ticks':
       return ticks(conn(req.conn), Number(req.rate), Number(req.count), Number(req.size));
     case 'feed': {
@@ -151,15 +177,15 @@ async function handle(req: Request): Promise<Record<string, unknown>> {
       return {};
     }
     case 'count': {
-      const c = conn(req.conn);
+      const c = counter(req.conn);
       return { bytes: c.bytes, firstMs: c.firstMs, lastMs: c.lastMs };
     }
     case 'close': {
-      const c = conns.get(Number(req.conn));
+      const c = conns.get(Number(req.conn)) ?? udps.get(Number(req.conn));
       if (c) {
-        if (req.reset) c.socket.resetAndDestroy();
-        else c.socket.destroy();
+        c.end(Boolean(req.reset));
         conns.delete(Number(req.conn));
+        udps.delete(Number(req.conn));
       }
       return {};
     }
