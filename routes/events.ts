@@ -108,6 +108,8 @@ const events: FastifyPluginAsyncTypebox = async (app) => {
         app.events,
         {
           write: (json) => ws.send(json),
+          // a text frame from the shared bytes: ws sends them as they are (no mask, no copy)
+          writeShared: (utf8) => ws.send(utf8, { binary: false }),
           congested: () => ws.bufferedAmount > HIGH_WATER,
           cork: () => raw?.cork(),
           uncork: () => raw?.uncork(),

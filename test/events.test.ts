@@ -35,6 +35,8 @@ afterEach(async () => {
 
 interface Observer {
   events: any[];
+  /** Each frame as it came: events are text frames. */
+  frames: { text: boolean; data: Buffer }[];
   opened: Promise<void>;
   closed: Promise<{ code: number; reason: string }>;
   ws: WebSocket;
@@ -44,10 +46,13 @@ interface Observer {
 function wsObserver(query = ''): Observer {
   const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/events?token=${TOKEN}${query ? `&${query}` : ''}`);
   sockets.push(ws);
-  const o: Observer = { ws, events: [], opened: once(ws, 'open').then(() => undefined), closed: undefined as any };
+  const o: Observer = { ws, events: [], frames: [], opened: once(ws, 'open').then(() => undefined), closed: undefined as any };
   o.closed = new Promise((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
   ws.on('error', () => undefined);
-  ws.on('message', (data) => o.events.push(JSON.parse(data.toString())));
+  ws.on('message', (data: Buffer, isBinary) => {
+    o.frames.push({ text: !isBinary, data });
+    o.events.push(isBinary ? { type: 'a binary frame' } : JSON.parse(data.toString()));
+  });
   return o;
 }
 
@@ -227,6 +232,18 @@ describe('observers: a TCP session over HTTP', () => {
     expect((await ws.closed).code).toBe(1000);
     sse.req.destroy();
     await sse.ended;
+  });
+
+  it('every WebSocket observer gets each event as a text frame, byte for byte the same', async () => {
+    await boot();
+    const [a, b] = [wsObserver(), wsObserver()];
+    await Promise.all([a.opened, b.opened]);
+    await until(() => t!.app.events.subscribers >= 2, 'both observers subscribed');
+    await tcpSession('same-bytes');
+    await until(() => a.events.some((e) => e.type === 'closed') && a.events.length === b.events.length && b.events.at(-1)?.seq === a.events.at(-1)?.seq, 'both observers to see the whole session');
+    expect(a.frames.length).toBeGreaterThan(10);
+    expect(a.frames.every((f) => f.text)).toBe(true);
+    expect(b.frames.map((f) => f.data.toString())).toEqual(a.frames.map((f) => f.data.toString()));
   });
 
   it('?socket= and ?label= filter; ?data=true adds copies of the bytes in and out', async () => {

@@ -5,6 +5,11 @@ import { isoNow, type EventLog, type SockEvent } from './event-log.js';
 export interface EventSink {
   /** Writes one event (already JSON); `seq` and `type` are for transports that label events (SSE). */
   write(json: string, seq: number, type: string): void;
+  /**
+   * Optional: writes one event's JSON as UTF-8 bytes that every observer of the event shares (so the
+   * transport must not change them). Used for events without per-observer data, instead of write().
+   */
+  writeShared?(utf8: Buffer): void;
   /** True while the transport holds more than it should: the observer keeps events queued. */
   congested(): boolean;
   /** Optional: group the writes of one flush into one syscall. */
@@ -33,6 +38,19 @@ function jsonOf(e: SockEvent): string {
   let json = jsonCache.get(e);
   if (json === undefined) jsonCache.set(e, (json = JSON.stringify(e)));
   return json;
+}
+
+/**
+ * The same as UTF-8 bytes, for transports that send bytes (WebSocket): encoded once, not once per
+ * observer. With 100 observers at 10,000 events/s the per-observer copies were 200 MB/s of buffers held
+ * in the sockets' write queues: about 190 scavenges in a 4 s round (0.5 s of GC) and GET /v1/health
+ * waiting up to 130 ms (bench scenario 6).
+ */
+const utf8Cache = new WeakMap<SockEvent, Buffer>();
+function utf8Of(e: SockEvent): Buffer {
+  let bytes = utf8Cache.get(e);
+  if (bytes === undefined) utf8Cache.set(e, (bytes = Buffer.from(jsonOf(e))));
+  return bytes;
 }
 
 interface Entry {
@@ -130,6 +148,10 @@ export class Observer {
         }
         const { event, data } = this.queue[this.head]!;
         this.head++;
+        if (data === undefined && this.sink.writeShared) {
+          this.sink.writeShared(utf8Of(event));
+          continue;
+        }
         const json = data === undefined ? jsonOf(event) : `${jsonOf(event).slice(0, -1)},"data":${JSON.stringify(data)},"encoding":"${this.opts.encoding}"}`;
         this.sink.write(json, event.seq, event.type);
       }
