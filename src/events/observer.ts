@@ -43,8 +43,8 @@ function jsonOf(e: SockEvent): string {
 /**
  * The same as UTF-8 bytes, for transports that send bytes (WebSocket): encoded once, not once per
  * observer. With 100 observers at 10,000 events/s the per-observer copies were 200 MB/s of buffers held
- * in the sockets' write queues: about 190 scavenges in a 4 s round (0.5 s of GC) and GET /v1/health
- * waiting up to 130 ms (bench scenario 6).
+ * in the sockets' write queues: 0.5 s of GC in a 4 s round, 0.4 s without them, and 0.72 µs of CPU per
+ * delivered event instead of 0.78 (bench scenario 6).
  */
 const utf8Cache = new WeakMap<SockEvent, Buffer>();
 function utf8Of(e: SockEvent): Buffer {
