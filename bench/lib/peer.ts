@@ -152,9 +152,9 @@ async function handle(req: Request): Promise<Record<string, unknown>> {
     case 'blast':
       return blast(conn(req.conn), Number(req.bytes), Number(req.chunk ?? 1024 * 1024));
     case 'udp': {
-      // a UDP socket on 127.0.0.1 counting the datagrams' bytes (a datagram peer)
-      // room for the producer's whole window of datagrams (fan-out: 1,000 in flight, ~700 bytes of kernel
-      // memory each) while the observers' clients take the CPU: the default 208 KiB dropped hundreds a round
+      // a UDP socket on 127.0.0.1 counting the datagrams' bytes, with room for the producer's whole window
+      // (fan-out: 1,000 in flight, ~700 bytes of kernel memory each) while the observers' clients take the
+      // CPU: the default 208 KiB dropped hundreds a round
       const socket = createSocket({ type: 'udp4', recvBufferSize: 4 * 1024 * 1024 });
       const id = nextConn++;
       const u = { socket, bytes: 0, firstMs: 0, lastMs: 0, end: () => socket.close() };
