@@ -79,6 +79,21 @@ async function session(): Promise<{ id: string; peer: net.Socket }> {
   return { id: a.body.id, peer };
 }
 
+/**
+ * A binary consumer stream on a fresh session that writes to its peer, a ?data=true observer of the socket,
+ * and what the peer receives.
+ */
+async function writingConsumer(): Promise<{ id: string; peer: net.Socket; events: any[]; received: Buffer[]; consumer: WebSocket }> {
+  await boot({ observerQueue: 100_000 });
+  const { id, peer } = await session();
+  const events = await observeWithData(id);
+  const received: Buffer[] = [];
+  peer.on('data', (d: Buffer) => received.push(d));
+  const consumer = ws(`/v1/sockets/${id}/stream?binary=true`);
+  await once(consumer, 'open');
+  return { id, peer, events, received, consumer };
+}
+
 describe('native reader: accounting and observers', () => {
   it('binary consumer + ?data=true observer: offsets contiguous, observer copies and frames equal what was sent', async () => {
     await boot({ observerQueue: 100_000 });
@@ -117,14 +132,8 @@ describe('native reader: accounting and observers', () => {
   });
 
   it('consumer writes: one sent event per sendmsg, contiguous, and a ?data=true observer gets exactly the bytes', async () => {
-    await boot({ observerQueue: 100_000 });
-    const { id, peer } = await session();
-    const events = await observeWithData(id);
-    const received: Buffer[] = [];
-    peer.on('data', (d: Buffer) => received.push(d));
+    const { id, peer, events, received, consumer } = await writingConsumer();
     peer.pause(); // the send buffer fills: writes queue up and go out in batches of many frames
-    const consumer = ws(`/v1/sockets/${id}/stream?binary=true`);
-    await once(consumer, 'open');
     const frames = Array.from({ length: 300 }, (_, i) => randomBytes(16 * 1024 + ((i * 7919) % 50_000)));
     const sent = Buffer.concat(frames);
     for (const f of frames) consumer.send(f);
@@ -142,13 +151,7 @@ describe('native reader: accounting and observers', () => {
   });
 
   it('consumer writes: the messages of one WebSocket read go out in one sendmsg, in order', async () => {
-    await boot({ observerQueue: 100_000 });
-    const { id, peer } = await session();
-    const events = await observeWithData(id);
-    const received: Buffer[] = [];
-    peer.on('data', (d: Buffer) => received.push(d));
-    const consumer = ws(`/v1/sockets/${id}/stream?binary=true`);
-    await once(consumer, 'open');
+    const { events, received, consumer } = await writingConsumer();
     const frames = Array.from({ length: 20 }, () => randomBytes(1000));
     const sent = Buffer.concat(frames);
     // one TCP write carrying 20 frames: the service reads them at once (one loopback segment)
