@@ -8,7 +8,7 @@ import { native } from './io/native.js';
  * Freed heap kept for reuse, not handed back to the kernel (mallopt; glibc only). A WebSocket → TCP stream
  * at 1 GB/s allocates a 64 KiB read buffer per socket read and frees them in bursts after each scavenge:
  * with glibc's default thresholds the heap's top was trimmed and refaulted, 25,000-80,000 page faults per
- * GiB; with these, about 300, and 4% less CPU per GB (bench scenario 2, same-run A/B). The cost: up to
+ * GiB; with these, 40-400, and 4% less CPU per GB (bench scenario 2, same-run A/B). The cost: up to
  * this much freed memory stays resident after a burst.
  */
 const KEEP_FREED_HEAP_BYTES = 64 * 1024 * 1024;

@@ -59,9 +59,11 @@ export async function via(ctx: Ctx, side: Side, seconds: number, rate = RATE): P
 }
 
 /**
- * 10,000 messages through `side` at 20x the measured rate, so that its path runs optimized code: in a full
- * run the relay comes hot from scenarios 1 and 2, and a service started for this scenario would otherwise
- * be measured half-cold.
+ * 10,000 messages through `side` at 20x the measured rate, so that neither side is measured at start-up: in
+ * a full run the relay comes hot from scenarios 1 and 2, and a service started for this scenario had seen
+ * 200 messages. (The service's read path is still baseline code after it: `--trace-opt-verbose` shows V8
+ * short of the ticks to optimize onRead even after 60,000 messages; with `--always-turbofan` its CPU per
+ * message fell to near the relay's and the p50 did not improve.)
  */
 export async function warm(ctx: Ctx, side: Side): Promise<void> {
   await via(ctx, side, 0.5, 20 * RATE);

@@ -49,7 +49,8 @@ function jsonOf(e: SockEvent): string {
 const utf8Cache = new WeakMap<SockEvent, Buffer>();
 function utf8Of(e: SockEvent): Buffer {
   let bytes = utf8Cache.get(e);
-  if (bytes === undefined) utf8Cache.set(e, (bytes = Buffer.from(jsonOf(e))));
+  // the text itself is not kept for this: the ring would hold each event's JSON twice
+  if (bytes === undefined) utf8Cache.set(e, (bytes = Buffer.from(jsonCache.get(e) ?? JSON.stringify(e))));
   return bytes;
 }
 

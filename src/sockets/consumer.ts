@@ -303,16 +303,6 @@ export class Consumer {
     this.batch.push(data);
   }
 
-  /** One non-blocking sendmsg over `chunks`: the bytes it took, 0 when the send buffer took none. */
-  private sendNow(chunks: Buffer[]): number {
-    try {
-      return this.socket.writeChunks(chunks);
-    } catch (e) {
-      if (e instanceof SockctlError && e.code === 'EAGAIN') return 0;
-      throw e;
-    }
-  }
-
   private wrote(bytes: number): void {
     this.queuedBytes -= bytes;
     if (this.queuedBytes <= this.opts.writeQueueBytes / 2) this.sink.resumeInput();
@@ -326,7 +316,13 @@ export class Consumer {
         const chunks = batch.length > WRITE_CHUNKS ? batch.slice(0, WRITE_CHUNKS) : batch;
         let want = 0;
         for (const c of chunks) want += c.length;
-        let n = this.sendNow(chunks);
+        let n: number;
+        try {
+          n = this.socket.writeChunks(chunks);
+        } catch (e) {
+          if (!(e instanceof SockctlError) || e.code !== 'EAGAIN') throw e;
+          n = 0;
+        }
         this.wrote(n);
         // a short write means a full send buffer: wait for room rather than meet EAGAIN (an exception) next
         const full = n < want;
@@ -381,15 +377,12 @@ export class Consumer {
     });
   }
 
-  /** Client operations (sends, shutdown, close), run in order. */
+  /** Client operations (sends, shutdown, close), run in order; a failure is an error event naming the op. */
   private enqueue(op: string, run: () => Promise<void>): void {
-    this.ops = this.ops.then(run).catch((e: unknown) => this.reportFailure(op, e));
-  }
-
-  /** A client operation failed: the client gets an error event naming it. */
-  private reportFailure(op: string, e: unknown): void {
-    const err = e instanceof SockctlError ? e : errors.badRequest(String(e));
-    if (!this.detached) this.sink.text(JSON.stringify({ type: 'error', socket: this.socket.id, op, ...err.toJSON() }));
+    this.ops = this.ops.then(run).catch((e: unknown) => {
+      const err = e instanceof SockctlError ? e : errors.badRequest(String(e));
+      if (!this.detached) this.sink.text(JSON.stringify({ type: 'error', socket: this.socket.id, op, ...err.toJSON() }));
+    });
   }
 
   private replay(): void {
