@@ -1,3 +1,5 @@
+// first: before the collections of start-up (see the module)
+import './pin-tick-maps.js';
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { buildApp } from './app.js';
