@@ -1,6 +1,6 @@
 // Quotas and limits (issue 5): per-user sockets, listeners and connects per second (429 SOCKCTL_QUOTA,
 // the service keeps serving), the service's socket ceiling (503 EMFILE), idle timeout and maximum
-// lifetime (a `closed` event that says why), body size (413), a per-user rate limit (429
+// lifetime (a `closed` event that says why), load shedding when the event loop lags (503), body size (413), a per-user rate limit (429
 // SOCKCTL_RATE_LIMITED), the Host header against DNS rebinding, Origin on WebSocket/SSE handshakes, the CORS
 // allowlist, security headers, observers per user (4429) and the WebSocket message size (1009).
 import { once } from 'node:events';
@@ -338,6 +338,30 @@ describe('request and message sizes', () => {
     const obsClosed = once(obs, 'close');
     obs.send('z'.repeat(2048));
     expect((await obsClosed)[0]).toBe(1009);
+    await expectHealthy();
+  });
+});
+
+describe('load shedding (SOCKCTL_MAX_EVENT_LOOP_DELAY_MS)', () => {
+  it('once the event loop lagged past the limit, calls are 503 SOCKCTL_OVERLOADED with retry-after, until it recovers', async () => {
+    await boot({ maxEventLoopDelayMs: 50 });
+    expect((await call(TOKEN, 'GET', '/v1/sockets')).status).toBe(200);
+    // 1.5 s of a loop that answers only every 100 ms (each 10 ms delay sample sees ~100 ms), then the calls
+    // that follow, until the next once-a-second sample sees the loop well again
+    const end = Date.now() + 1500;
+    while (Date.now() < end) {
+      const busy = Date.now() + 100;
+      while (Date.now() < busy);
+      await new Promise((r) => setImmediate(r));
+    }
+    const shed = await until(async () => {
+      const r = await call(TOKEN, 'GET', '/v1/sockets');
+      return r.status === 503 ? r : undefined;
+    }, 'a 503 after the lag', 3000);
+    expect(shed.body).toMatchObject({ statusCode: 503, error: 'Service Unavailable', code: 'SOCKCTL_OVERLOADED' });
+    expect(shed.body.message).toMatch(/eventLoopDelay/);
+    expect(shed.headers['retry-after']).toBe('1');
+    await until(async () => (await call(TOKEN, 'GET', '/v1/sockets')).status === 200, 'served again', 5000);
     await expectHealthy();
   });
 });
