@@ -1,9 +1,9 @@
 import cors from '@fastify/cors';
-import underPressure from '@fastify/under-pressure';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { isIP } from 'node:net';
 import type { Config } from '../config.js';
-import { errors, SockctlError } from '../errors.js';
+import { errors } from '../errors.js';
+import { installLoadShedding } from './load-shedding.js';
 import { installRateLimit } from './rate-limit.js';
 
 /** The security headers of every answer. */
@@ -68,13 +68,5 @@ export async function installHardening(app: FastifyInstance, config: Config): Pr
     exempt: (request) => request.url.startsWith('/v1/health'),
   });
 
-  if (config.maxEventLoopDelayMs === 0) return;
-  await app.register(underPressure, {
-    maxEventLoopDelay: config.maxEventLoopDelayMs,
-    exposeStatusRoute: false,
-    pressureHandler: (_request, reply, type, value) => {
-      reply.header('retry-after', '1');
-      throw new SockctlError(503, 'SOCKCTL_OVERLOADED', `the service is overloaded (${type}: ${value ?? ''}); retry shortly`);
-    },
-  });
+  if (config.maxEventLoopDelayMs > 0) installLoadShedding(app, config.maxEventLoopDelayMs);
 }
