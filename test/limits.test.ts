@@ -1,8 +1,9 @@
 // Quotas and limits (issue 5): per-user sockets, listeners and connects per second (429 SOCKCTL_QUOTA,
 // the service keeps serving), the service's socket ceiling (503 EMFILE), idle timeout and maximum
-// lifetime (a `closed` event that says why), load shedding when the event loop lags (503), body size (413), a per-user rate limit (429
-// SOCKCTL_RATE_LIMITED), the Host header against DNS rebinding, Origin on WebSocket/SSE handshakes, the CORS
-// allowlist, security headers, observers per user (4429) and the WebSocket message size (1009).
+// lifetime (a `closed` event that says why), load shedding when the event loop lags (503
+// SOCKCTL_OVERLOADED), body size (413), a per-user rate limit (429 SOCKCTL_RATE_LIMITED), the Host header
+// against DNS rebinding, Origin on WebSocket/SSE handshakes, the CORS allowlist, security headers, observers
+// per user (4429) and the WebSocket message size (1009).
 import { once } from 'node:events';
 import http from 'node:http';
 import type net from 'node:net';
