@@ -1,6 +1,6 @@
 /**
  * The TCP (and UDP) peer of the data-path scenarios, in its own process so that its work does not share
- * the harness's event loop. Driven over IPC by bench/lib/peer-client.ts: one request `{id, op, ...}`, one
+ * the harness's event loop. Driven over IPC (bench/lib/ipc-child.ts): one request `{id, op, ...}`, one
  * reply `{id, ...}` (or `{id, error}`). Every connection counts what it receives, with the time of the
  * first and last byte on the shared monotonic clock.
  */
@@ -58,10 +58,8 @@ function conn(id: unknown): Conn {
 }
 
 /** A TCP connection or a UDP socket, by id (they share the id space). */
-function counter(id: unknown): Counter {
-  const c = conns.get(Number(id)) ?? udps.get(Number(id));
-  if (!c) throw new Error(`no connection ${String(id)}`);
-  return c;
+function find(id: unknown): Counter | undefined {
+  return conns.get(Number(id)) ?? udps.get(Number(id));
 }
 
 /** Writes `bytes` from one reused block, honouring backpressure, then ends the stream. */
@@ -107,7 +105,7 @@ function ticks(c: Conn, rate: number, count: number, size: number): Promise<{ se
 }
 
 /** Resolves when the connection received at least `bytes`, or rejects after `timeoutMs`. */
-function sink(c: Counter, bytes: number, timeoutMs: number): Promise<{ bytes: number; firstMs: number; lastMs: number }> {
+function sink(c: Conn, bytes: number, timeoutMs: number): Promise<{ bytes: number; firstMs: number; lastMs: number }> {
   const result = () => ({ bytes: c.bytes, firstMs: c.firstMs, lastMs: c.lastMs });
   if (c.bytes >= bytes) return Promise.resolve(result());
   return new Promise((resolve, reject) => {
@@ -164,7 +162,7 @@ async function handle(req: Request): Promise<Record<string, unknown>> {
       return { conn: id, port: socket.address().port };
     }
     case 'sink':
-      return sink(counter(req.conn), Number(req.bytes), Number(req.timeoutMs ?? 60_000));
+      return sink(conn(req.conn), Number(req.bytes), Number(req.timeoutMs ?? 60_000));
     case 'ticks':
       return ticks(conn(req.conn), Number(req.rate), Number(req.count), Number(req.size));
     case 'feed': {
@@ -179,11 +177,12 @@ async function handle(req: Request): Promise<Record<string, unknown>> {
       return {};
     }
     case 'count': {
-      const c = counter(req.conn);
+      const c = find(req.conn);
+      if (!c) throw new Error(`no connection ${String(req.conn)}`);
       return { bytes: c.bytes, firstMs: c.firstMs, lastMs: c.lastMs };
     }
     case 'close': {
-      const c = conns.get(Number(req.conn)) ?? udps.get(Number(req.conn));
+      const c = find(req.conn);
       if (c) {
         c.end(Boolean(req.reset));
         conns.delete(Number(req.conn));

@@ -60,12 +60,12 @@ export async function via(ctx: Ctx, side: Side, seconds: number, rate = RATE): P
 
 /**
  * 30,000 messages through `side` at 20x the measured rate, so that neither side is measured while V8 still
- * compiles its path: in a full run the relay comes hot from scenarios 1 and 2, and a service started for this
- * scenario alone (`--only=3`) had seen 200 messages. After 10,000 the service was still compiling during the rounds that
- * followed (`--trace-opt`: 93 lines over three rounds, p50 0.128, 0.094, then 0.083 ms); after 30,000, 33
- * lines and 0.084-0.078 ms from the first round. (The read path stays baseline code even so: V8 stays short
- * of the ticks to optimize onRead after 60,000 messages; with `--always-turbofan` its CPU per message fell
- * to near the relay's and the p50 did not improve.)
+ * compiles its path: in a full run the relay comes hot from scenarios 1 and 2, and a service started for
+ * this scenario alone (`--only=3`) had seen 200 messages. After 10,000 the service was still compiling
+ * during the rounds that followed (`--trace-opt`: 93 lines over three rounds, p50 0.128, 0.094, then
+ * 0.083 ms); after 30,000, 33 lines and 0.084-0.078 ms from the first round. (The read path stays baseline
+ * code even so: V8 stays short of the ticks to optimize onRead after 60,000 messages; with
+ * `--always-turbofan` its CPU per message fell to near the relay's and the p50 did not improve.)
  */
 export async function warm(ctx: Ctx, side: Side): Promise<void> {
   await via(ctx, side, 1.5, 20 * RATE);
