@@ -270,6 +270,12 @@ export interface Native {
   sendv(fd: number, chunks: Uint8Array[], flags: number): number;
   /** recvmsg(2) into a buffer of maxBytes (maxBytes may be 0). Throws EAGAIN when nothing is there. */
   recv(fd: number, maxBytes: number, flags: number): RecvResult;
+  /**
+   * recvmsg(2) of up to maxBytes (at most into.length) into `into`, with no msg_name: for connected stream
+   * sockets, where there is no sender to name and nothing to truncate. Returns the byte count (0: EOF);
+   * throws EAGAIN when nothing is there. Unlike recv it allocates nothing.
+   */
+  recvInto(fd: number, into: Uint8Array, maxBytes: number, flags: number): number;
   shutdown(fd: number, how: number): void;
   close(fd: number): void;
   /** getsockname(2), as the kernel says it: an unbound inet socket gives port 0 and the any address, an unnamed Unix socket path null. */

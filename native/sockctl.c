@@ -601,6 +601,24 @@ static napi_value js_recv(napi_env env, napi_callback_info info) {
     return result;
 }
 
+/* recvmsg(2) of up to maxBytes into the caller's buffer, without msg_name: for connected stream sockets,
+ * where the kernel names no sender and nothing is truncated. Returns the byte count, and allocates nothing. */
+static napi_value js_recv_into(napi_env env, napi_callback_info info) {
+    ARGS(4);
+    int32_t fd, flags;
+    void *data;
+    size_t len;
+    double max;
+    REQUIRE(get_int(env, argv[0], "fd", &fd) && get_bytes(env, argv[1], "into", &data, &len) &&
+            get_integer(env, argv[2], "maxBytes", 0, (double)len, &max) && get_int(env, argv[3], "flags", &flags));
+    struct iovec iov = { .iov_base = data, .iov_len = (size_t)max };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+    ssize_t n = recvmsg(fd, &msg, flags);
+    if (n < 0)
+        SYSFAIL(env, "recvmsg");
+    return make_num(env, (double)n);
+}
+
 static napi_value js_close(napi_env env, napi_callback_info info) {
     ARGS(1);
     int32_t fd;
@@ -1607,7 +1625,7 @@ NAPI_MODULE_INIT() {
     const napi_property_descriptor fns[] = {
         FN("socket", js_socket), FN("socketpair", js_socketpair), FN("bind", js_bind), FN("listen", js_listen),
         FN("accept", js_accept), FN("connect", js_connect), FN("send", js_send), FN("sendv", js_sendv),
-        FN("recv", js_recv), FN("shutdown", js_shutdown), FN("close", js_close),
+        FN("recv", js_recv), FN("recvInto", js_recv_into), FN("shutdown", js_shutdown), FN("close", js_close),
         FN("getsockname", js_getsockname), FN("getpeername", js_getpeername),
         FN("getsockoptInt", js_getsockopt_int), FN("setsockoptInt", js_setsockopt_int),
         FN("getsockoptLinger", js_getsockopt_linger), FN("setsockoptLinger", js_setsockopt_linger),

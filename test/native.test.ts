@@ -144,7 +144,7 @@ afterEach(() => {
 describe('module', () => {
   it('exports every function of the contract and the constants', () => {
     for (const name of [
-      'socket', 'socketpair', 'bind', 'listen', 'accept', 'connect', 'send', 'sendv', 'recv', 'shutdown',
+      'socket', 'socketpair', 'bind', 'listen', 'accept', 'connect', 'send', 'sendv', 'recv', 'recvInto', 'shutdown',
       'close', 'getsockname', 'getpeername', 'getsockoptInt', 'setsockoptInt', 'getsockoptLinger',
       'setsockoptLinger', 'getsockoptTimeval', 'setsockoptTimeval', 'tcpInfo', 'ioctlInt', 'fdCount',
       'unixQueue', 'tcpDiagState', 'createPoller', 'readerPoolBytes', 'detachPool', 'keepFreedHeap',
@@ -175,6 +175,7 @@ describe('module', () => {
       () => N.bind(0, null as unknown as SockAddr),
       () => N.send(0, 'text' as unknown as Uint8Array, 0),
       () => N.sendv(0, 'x' as unknown as Uint8Array[], 0),
+      () => N.recvInto(0, 'x' as unknown as Uint8Array, 1, 0),
       () => N.createPoller(0, null as unknown as () => void),
       () => N.setsockoptLinger(0, { onoff: 1, linger: 0 } as unknown as { onoff: boolean; linger: number }),
     ];
@@ -281,6 +282,25 @@ describe('TCP on 127.0.0.1', () => {
     }
     await sender;
     expect(Buffer.concat(chunks).equals(big)).toBe(true);
+  });
+
+  it('recvInto reads into the caller\'s buffer, up to maxBytes, with EAGAIN, peek and EOF', async () => {
+    const { cli, acc } = await tcpPair();
+    const into = Buffer.alloc(8, 0x2e);
+    expect(caught(() => N.recvInto(acc, into, 9, 0)).code).toBe('ERR_OUT_OF_RANGE'); // more than fits
+    expectSysError(() => N.recvInto(acc, into, 8, 0), 'EAGAIN', 'recvmsg');
+    N.send(cli, Buffer.from('abcdefghij'), 0);
+    await waitFor(acc, R);
+    expect(N.recvInto(acc, into, 4, C.MSG_PEEK)).toBe(4);
+    expect(text(into)).toBe('abcd....');
+    expect(N.recvInto(acc, into, 0, 0)).toBe(0); // reads nothing, consumes nothing
+    expect(N.recvInto(acc, into, 6, 0)).toBe(6);
+    expect(text(into)).toBe('abcdef..');
+    expect(N.recvInto(acc, into.subarray(2), 6, 0)).toBe(4); // what is left: ghij, at the view's start
+    expect(text(into)).toBe('abghij..');
+    N.shutdown(cli, C.SHUT_WR);
+    await waitFor(acc, R);
+    expect(N.recvInto(acc, into, 8, 0)).toBe(0); // EOF
   });
 });
 

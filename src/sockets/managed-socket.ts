@@ -342,7 +342,7 @@ export class ManagedSocket {
         out = await this.sysAsync('recv', () => recvAll(this.fd, this.watcher, deadline, maxBytes));
       }
     } else {
-      const r = await this.sysAsync('recv', () => recvBlocking(this.fd, this.watcher, deadline, maxBytes, peek));
+      const r = await this.sysAsync('recv', () => recvBlocking(this.fd, this.watcher, deadline, maxBytes, peek, this.stream));
       const boundaryless = this.stream || this.type === 'SOCK_SEQPACKET';
       out = { data: r.data, eof: boundaryless && r.length === 0 && maxBytes > 0 };
       if (!this.stream) {
