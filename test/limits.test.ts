@@ -416,6 +416,9 @@ describe('Host and Origin', () => {
     expect(r.body).toMatchObject({ statusCode: 403, code: 'SOCKCTL_FORBIDDEN', message: expect.stringContaining('evil.example') });
     for (const host of ['127.0.0.1:7070', '127.0.0.1', 'localhost', 'localhost:7070', 'LOCALHOST:7070', '[::1]:7070', '[::1]'])
       expect((await get(host)).status, host).toBe(200);
+    // the Host that passed last is not checked again (hardening.ts): a different one still is, every time
+    for (const [host, status] of [['localhost', 200], ['evil.example', 403], ['localhost', 200], ['evil.example', 403]] as const)
+      expect((await get(host)).status, host).toBe(status);
     await t!.close();
     await boot({ allowedHosts: 'lab.example, sockctl.lab.example' });
     for (const host of ['lab.example', 'lab.example:7070', 'LAB.example', 'sockctl.lab.example:80', 'localhost'])

@@ -43,11 +43,19 @@ export async function installHardening(app: FastifyInstance, config: Config): Pr
   // origin: false did (no CORS headers; a preflight meets auth like any OPTIONS), without its per-request hook
   if (origins.length > 0) await app.register(cors, { origin: origins, allowedHeaders: ['authorization', 'content-type', 'last-event-id'] });
 
+  // The last Host header that passed: a client sends the same one on every call, and the check is a function
+  // of the header alone, so it runs when the header changes. Same-run A/B of recv (3 services a side,
+  // pinned): CPU per call 0.958x and 0.967x (the check's toLowerCase, parsing and isIP's regex each call).
+  let passedHost: string | undefined;
   app.addHook('onRequest', (request: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void) => {
     // a browser on evil.example resolving to 127.0.0.1 sends Host: evil.example
-    const host = hostname((request.headers.host ?? '').toLowerCase());
-    if (host && !isIP(host) && !hosts.has(host))
-      return done(errors.forbidden(`Host '${host}' is not allowed (SOCKCTL_ALLOWED_HOSTS)`));
+    const rawHost = request.headers.host ?? '';
+    if (rawHost !== passedHost) {
+      const host = hostname(rawHost.toLowerCase());
+      if (host && !isIP(host) && !hosts.has(host))
+        return done(errors.forbidden(`Host '${host}' is not allowed (SOCKCTL_ALLOWED_HOSTS)`));
+      passedHost = rawHost;
+    }
     const streaming = request.headers.upgrade?.toLowerCase() === 'websocket' || (request.headers.accept ?? '').includes('text/event-stream');
     const origin = request.headers.origin;
     if (streaming && origin && !origins.includes(origin)) {
