@@ -59,25 +59,31 @@ export async function via(ctx: Ctx, side: Side, seconds: number, rate = RATE): P
 }
 
 /**
- * 30,000 messages through `side` at 20x the measured rate, so that neither side is measured while V8 still
- * compiles its path: in a full run the relay comes hot from scenarios 1 and 2, and a service started for
- * this scenario alone (`--only=3`) had seen 200 messages. After 10,000 the service was still compiling
- * during the rounds that followed (`--trace-opt`: 93 lines over three rounds, p50 0.128, 0.094, then
- * 0.083 ms); after 30,000, 33 lines and 0.084-0.078 ms from the first round. (The read path stays baseline
- * code even so: V8 stays short of the ticks to optimize onRead after 60,000 messages; with
- * `--always-turbofan` its CPU per message fell to near the relay's and the p50 did not improve.)
+ * 30,000 messages through `side` at 20x the measured rate, then `slowSeconds` at the measured rate, so that
+ * neither side is measured while V8 still compiles its path: in a full run the relay comes hot from
+ * scenarios 1 and 2, and a service started for this scenario alone (`--only=3`) had seen 200 messages.
+ * After 10,000 fast messages the service was still compiling during the rounds that followed
+ * (`--trace-opt`: 93 lines over three rounds, p50 0.128, 0.094, then 0.083 ms). After 30,000 it still
+ * compiled and deoptimized once the messages came one per read at 1,000/s (`--trace-opt --trace-deopt`:
+ * 62, 23, 2, then 0 lines in the first rounds of 2 s), and those rounds' p99 was 0.6-0.8 ms against
+ * 0.24-0.32 after; stalls of 1-5 ms in clusters through the round, which a relay started fresh showed as
+ * well. The fresh service against the long-running relay then lost on p99 in most rounds of a full run.
  */
-export async function warm(ctx: Ctx, side: Side): Promise<void> {
+export async function warm(ctx: Ctx, side: Side, slowSeconds = 6): Promise<void> {
   await via(ctx, side, 1.5, 20 * RATE);
+  await via(ctx, side, slowSeconds);
 }
 
 /** Scenario 3: 64-byte messages at 1,000/s, TCP peer → WebSocket client; p50 and p99 <= 1.0x the relay. */
 export async function latency(ctx: Ctx): Promise<ScenarioResult[]> {
-  const [rounds, seconds] = ctx.quick ? [2, 1] : [5, 2];
+  // 11 rounds: one round's p50 spreads 0.085-0.17 ms on either side (a same-run A/B of 30 rounds a side), so
+  // the median of 5 moved the ratio by ±10% between runs
+  const [rounds, seconds] = ctx.quick ? [2, 1] : [11, 2];
   ctx.log(`delivery latency: ${rounds} rounds of ${seconds} s at ${RATE}/s, ${SIZE}-byte messages, each side`);
   const [ours, relay] = [sockctlSide(ctx), relaySides(ctx)[0]!];
-  await warm(ctx, ours);
-  await warm(ctx, relay);
+  const slow = ctx.quick ? 2 : 6;
+  await warm(ctx, ours, slow);
+  await warm(ctx, relay, slow);
   const r = await alternate(rounds, () => via(ctx, ours, seconds), () => via(ctx, relay, seconds));
   return [
     row('3. Delivery latency', 'p50', 'ms', summarize(r.a.map((x) => x.p50)), { name: relay.name, summary: summarize(r.b.map((x) => x.p50)) }, false, { max: 1.0 }),
