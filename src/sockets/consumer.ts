@@ -462,13 +462,13 @@ export class Consumer {
    * One readable event's chunks: each is sent as it is, the frames in one corked write, and accounted (one
    * `data` event: observers copy the slot's bytes while they run, retention holds the slot); a slot goes
    * back to the reader once its send completed (the completion callback, not the return of send) and
-   * retention let it go. Then EOF or the error, in order after the data, as pull() reports them. In binary mode the
-   * chunks' frames are written before the chunks are accounted (a binary frame does not carry the event):
-   * the event and retention took 4.4-7 µs between the read and the write (timestamps in the service,
-   * median of ~1,600 messages a round, bench scenario 3), time the relay does not spend before its write.
-   * End to end, a same-run A/B of 30 rounds a side: p50 0.105 ms before, 0.100 after (relay 0.096); at
-   * 10 rounds the difference was lost in the rounds' spread (0.085-0.17 ms on either side).
-   * Text mode sends the event itself, so it is accounted first.
+   * retention let it go. Then EOF or the error, in order after the data, as pull() reports them.
+   * In binary mode the frames are written before the chunks are accounted (a binary frame does not carry
+   * the event): the event and retention took 4.4-7 µs between the read and the write (timestamps in the
+   * service, median of ~1,600 messages a round, bench scenario 3), time the relay does not spend before its
+   * write. End to end, a same-run A/B of 30 rounds a side: p50 0.105 ms before, 0.100 after (relay 0.096);
+   * at 10 rounds the difference was lost in the rounds' spread (0.085-0.17 ms on either side). Text mode
+   * sends the event itself, so it is accounted first.
    */
   private onRead(slots: number[], lengths: number[], eof: boolean, error: Error | null): void {
     const reader = this.reader!;
