@@ -28,7 +28,8 @@ const MMAP_AT_BYTES = 32 * 1024 * 1024;
  * 1.0-1.4 ms against the relay's 0.3; with this, 0.28-0.36. The flag fixes the factor rather than setting
  * a floor, so lower values cost the heavy-allocation paths: 50% took WebSocket → TCP (scenario 2) to 2.5
  * CPU-s/GB and 100% to 1.2-1.9, where 300% measured 0.86-1.0 as without it. The cost is memory: the heap
- * may hold up to four times what is live before a full GC (RSS per socket at 10,000 sockets: 1.8-2.0 KB, 1.77-2.06 before).
+ * may hold up to four times what is live before a full GC (RSS per socket at 10,000 sockets: 1.8-2.0 KB,
+ * 1.77-2.06 before).
  */
 const HEAP_GROWING_PERCENT = 300;
 
