@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import http from 'node:http';
-import type net from 'node:net';
+import net from 'node:net';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
@@ -270,6 +270,42 @@ describe('route inventory: no valid token, no service', () => {
     // and the header form works as well as the query form for a valid token
     const header = await upgrade(`ws://${base()}/v1/events`, as(TOKEN), 50);
     expect(header.opened).toBe(true);
+  });
+
+  // The answer's status, and whether the service closed the socket after it (an upgrade's socket belongs
+  // to no HTTP server once Node handed it over: left open, it would be held for good).
+  async function rawUpgrade(path: string, extra = '', waitMs = 3000): Promise<{ status: number; closed: boolean }> {
+    const socket = net.connect(port, '127.0.0.1');
+    let text = '';
+    socket.setEncoding('latin1');
+    socket.on('data', (d: string) => (text += d));
+    socket.on('error', () => undefined);
+    const closed = new Promise<boolean>((resolve) => {
+      socket.once('close', () => resolve(true));
+      setTimeout(() => resolve(false), waitMs).unref();
+    });
+    socket.write(
+      `GET ${path} HTTP/1.1\r\nhost: ${base()}\r\nconnection: upgrade\r\nupgrade: websocket\r\n` +
+        `sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n${extra}\r\n`,
+    );
+    const wasClosed = await closed;
+    socket.destroy();
+    return { status: Number(text.slice(9, 12)), closed: wasClosed };
+  }
+
+  it('a refused upgrade is answered and its socket closed, whichever layer refused it', async () => {
+    const q = `?token=${TOKEN}`;
+    const bearer = `authorization: Bearer ${TOKEN}\r\n`;
+    for (const [what, path, extra, status] of [
+      ['a foreign Origin (refused before the WebSocket plugin sees it)', `/v1/events${q}`, 'origin: http://evil.example\r\n', 403],
+      ['no token', '/v1/events', '', 401],
+      ['a REST route (it would answer 200)', '/v1/sockets', bearer, 400],
+      ['an unknown path', '/v1/nowhere', bearer, 404],
+    ] as const) {
+      expect(await rawUpgrade(path, extra), what).toEqual({ status, closed: true });
+    }
+    // the control: an accepted upgrade stays open
+    expect(await rawUpgrade(`/v1/events${q}`, '', 300)).toEqual({ status: 101, closed: false });
   });
 
   it('URL spellings do not reach a guarded route without a token', async () => {

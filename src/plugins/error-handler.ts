@@ -1,4 +1,4 @@
-import type { FastifyError, FastifyInstance } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { SockctlError, statusText, type ErrorBody } from '../errors.js';
 
 /** Fastify's own failures, by code, with the status the contract gives them. */
@@ -25,8 +25,22 @@ export function toErrorBody(err: FastifyError | Error): ErrorBody {
   return { statusCode: 500, error: statusText(500), code: 'SOCKCTL_INTERNAL', message: 'internal error' };
 }
 
+/** Whether Node took the request as an upgrade (Connection: upgrade; its `upgrade` flag, untyped). */
+export const isUpgrade = (request: FastifyRequest): boolean => (request.raw as { upgrade?: boolean }).upgrade === true;
+
+/**
+ * An upgrade request answered with an error: its socket belongs to no HTTP server (Node handed it over at
+ * 'upgrade'), so nothing else would close it. Closed once the answer is flushed.
+ */
+function closeRefusedUpgrade(request: FastifyRequest, reply: FastifyReply): void {
+  if (!isUpgrade(request)) return;
+  const socket = request.raw.socket;
+  reply.raw.once('finish', () => socket.end(() => socket.destroy()));
+}
+
 export function installErrorHandler(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError, request, reply) => {
+    closeRefusedUpgrade(request, reply);
     const body = toErrorBody(err);
     // below info a request logs through the root logger, with no reqId of its own (app.ts childLoggerFactory)
     const reqId = request.log === app.log ? { reqId: request.id } : {};
@@ -35,6 +49,7 @@ export function installErrorHandler(app: FastifyInstance): void {
     return reply.status(body.statusCode).send(body);
   });
   app.setNotFoundHandler((request, reply) => {
+    closeRefusedUpgrade(request, reply);
     const body: ErrorBody = {
       statusCode: 404,
       error: statusText(404),

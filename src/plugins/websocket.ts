@@ -4,6 +4,15 @@ import type { WebSocket } from 'ws';
 import type { Config } from '../config.js';
 
 /**
+ * Closes every WebSocket client with 1001. The plugin's preClose does it too, but the plugin lives in a
+ * child context (app.ts), whose hooks run after the root's: the root calls this first, before it closes
+ * the sockets, so that consumers end with 1001 and not with their socket's close.
+ */
+export function closeWebSocketClients(wss: FastifyInstance['websocketServer'] | undefined): void {
+  for (const client of wss?.clients ?? []) client.close(1001, 'service shutting down');
+}
+
+/**
  * @fastify/websocket with the service's limits: a maximum message size, ping/pong liveness (a client
  * that misses a pong by the next ping is dropped), and clients closed with 1001 before the server closes.
  */
@@ -11,7 +20,7 @@ export async function installWebsocket(app: FastifyInstance, config: Config): Pr
   await app.register(websocket, {
     options: { maxPayload: config.wsMaxPayload, perMessageDeflate: false },
     preClose(done) {
-      for (const client of app.websocketServer.clients) client.close(1001, 'service shutting down');
+      closeWebSocketClients(app.websocketServer);
       done();
     },
   });
