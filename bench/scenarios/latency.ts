@@ -59,7 +59,7 @@ export async function via(ctx: Ctx, side: Side, seconds: number, rate = RATE): P
 }
 
 /**
- * 30,000 messages through `side` at 20x the measured rate, then `slowSeconds` at the measured rate, so that
+ * 30,000 messages through `side` at 20x the measured rate, then 6 s (2 s quick) at the measured rate, so that
  * neither side is measured while V8 still compiles its path: in a full run the relay comes hot from
  * scenarios 1 and 2, and a service started for this scenario alone (`--only=3`) had seen 200 messages.
  * After 10,000 fast messages the service was still compiling during the rounds that followed
@@ -69,9 +69,9 @@ export async function via(ctx: Ctx, side: Side, seconds: number, rate = RATE): P
  * 0.24-0.32 after; stalls of 1-5 ms in clusters through the round, which a relay started fresh showed as
  * well. The fresh service against the long-running relay then lost on p99 in most rounds of a full run.
  */
-export async function warm(ctx: Ctx, side: Side, slowSeconds = 6): Promise<void> {
+export async function warm(ctx: Ctx, side: Side): Promise<void> {
   await via(ctx, side, 1.5, 20 * RATE);
-  await via(ctx, side, slowSeconds);
+  await via(ctx, side, ctx.quick ? 2 : 6);
 }
 
 /** Scenario 3: 64-byte messages at 1,000/s, TCP peer → WebSocket client; p50 and p99 <= 1.0x the relay. */
@@ -81,9 +81,8 @@ export async function latency(ctx: Ctx): Promise<ScenarioResult[]> {
   const [rounds, seconds] = ctx.quick ? [2, 1] : [11, 2];
   ctx.log(`delivery latency: ${rounds} rounds of ${seconds} s at ${RATE}/s, ${SIZE}-byte messages, each side`);
   const [ours, relay] = [sockctlSide(ctx), relaySides(ctx)[0]!];
-  const slow = ctx.quick ? 2 : 6;
-  await warm(ctx, ours, slow);
-  await warm(ctx, relay, slow);
+  await warm(ctx, ours);
+  await warm(ctx, relay);
   const r = await alternate(rounds, () => via(ctx, ours, seconds), () => via(ctx, relay, seconds));
   return [
     row('3. Delivery latency', 'p50', 'ms', summarize(r.a.map((x) => x.p50)), { name: relay.name, summary: summarize(r.b.map((x) => x.p50)) }, false, { max: 1.0 }),

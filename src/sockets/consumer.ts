@@ -216,10 +216,11 @@ export class Consumer {
   private readonly retained: Retained;
   /** The native reader (stream sockets). */
   private reader: StreamReader | undefined;
-  /** The reader slot of the chunk being accounted (see onRead, forward). */
+  /**
+   * The reader slot of the chunk being accounted (see onRead, forward). In binary mode that chunk is already
+   * on its way to the client: onRead writes a read's frames before it accounts them.
+   */
   private currentSlot: SlotRef | undefined;
-  /** Whether the chunk being accounted is already on its way to the client (see onRead). */
-  private sentAhead = false;
 
   constructor(
     private readonly socket: ManagedSocket,
@@ -416,7 +417,8 @@ export class Consumer {
         slot,
         retainSlots(this.opts.retainBytes),
       );
-      if (!this.sentAhead) this.deliver(event.offset as number, payload, event, slot && (() => slot.drop()));
+      if (slot && this.opts.binary) return; // a reader's chunk in binary mode went out already (onRead)
+      this.deliver(event.offset as number, payload, event, slot && (() => slot.drop()));
       return;
     }
     if (event.type === 'sent') return; // the client knows what it sent
@@ -496,12 +498,7 @@ export class Consumer {
           continue;
         }
         this.currentSlot = ref;
-        this.sentAhead = ahead;
-        try {
-          this.socket.accountRead(views[i]!, false);
-        } finally {
-          this.sentAhead = false;
-        }
+        this.socket.accountRead(views[i]!, false);
         if (this.currentSlot) {
           // nobody took it (not subscribed): the event is out; unless the bytes went ahead, they are not needed
           this.currentSlot = undefined;
