@@ -828,4 +828,21 @@ describe('consumer stream: datagram sockets', () => {
     expect(c.events.some((e) => e.type === 'eof')).toBe(false);
     peer.close();
   });
+
+  it('with ?binary=true a datagram is one binary frame, however large (a stream is cut into frames of 16 KiB)', async () => {
+    await boot();
+    const s = (await t!.call('POST', '/v1/sockets', { family: 'inet', type: 'dgram' })).body;
+    const bound = (await t!.call('POST', `/v1/sockets/${s.id}/bind`, { address: '127.0.0.1', port: 0 })).body;
+    const c = client(`/v1/sockets/${s.id}/stream?binary=true`);
+    await c.opened;
+    const peer = dgram.createSocket('udp4');
+    await new Promise<void>((r) => peer.bind(0, '127.0.0.1', () => r()));
+    const sizes = [40_000, 16 * 1024 + 1, 3];
+    const sent = sizes.map((n) => randomBytes(n));
+    for (const m of sent) await new Promise<void>((r) => peer.send(m, bound.local.port, '127.0.0.1', () => r()));
+    await until(() => c.chunks.length === sizes.length, 'three binary frames');
+    expect(c.chunks.map((f) => f.length)).toEqual(sizes);
+    expect(c.chunks.map(sha256)).toEqual(sent.map(sha256));
+    peer.close();
+  });
 });
