@@ -223,6 +223,43 @@ describe('kernel queues', () => {
     expect((await post(a, 'recv', { timeoutMs: 0 })).body).toMatchObject({ statusCode: 504, code: 'EAGAIN' });
     expect((await post(c, 'send', { data: 'room again', timeoutMs: 0 })).body).toEqual({ bytes: 10 });
   });
+
+  // A blocking send with SO_SNDTIMEO semantics: it waits for room; when the wait ends after part went out it
+  // returns that count, with nothing sent it fails EAGAIN after the wait; given room in time it goes out whole.
+  it('a blocking send returns the part sent when its wait ends, EAGAIN with none, and all of it given room', async () => {
+    const { c, a } = await pair();
+    const big = randomBytes(12 * MiB); // more than loopback's send and receive buffers hold together
+    const t0 = Date.now();
+    const first = await t.call('POST', `/v1/sockets/${c}/send?timeoutMs=300`, big, { 'content-type': OCTETS });
+    expect(first.status).toBe(200);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(290); // it waited for room until its timeout
+    const n = first.body.bytes as number;
+    expect(n).toBeGreaterThan(0);
+    expect(n).toBeLessThan(big.length);
+    // the tail skb may still take a few bytes: fill it (non-blocking) until the kernel says EAGAIN
+    const sent = [big.subarray(0, n)];
+    const fill = randomBytes(64 * 1024);
+    for (let i = 0; ; i++) {
+      const r = await t.call('POST', `/v1/sockets/${c}/send?timeoutMs=0`, fill, { 'content-type': OCTETS });
+      if (r.status !== 200) break;
+      expect(i).toBeLessThan(4);
+      sent.push(fill.subarray(0, r.body.bytes));
+    }
+    const started = Date.now();
+    const none = await t.call('POST', `/v1/sockets/${c}/send?timeoutMs=200`, fill, { 'content-type': OCTETS });
+    expect(none.body).toMatchObject({ statusCode: 504, code: 'EAGAIN', syscall: 'send' });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(190);
+
+    // a send that waits for room, which the receiver then makes: it completes with every byte
+    const more = randomBytes(MiB);
+    const pending = t.call('POST', `/v1/sockets/${c}/send?timeoutMs=20000`, more, { 'content-type': OCTETS });
+    sent.push(more);
+    const total = Buffer.concat(sent);
+    const got = await recvExactly(a, total.length, 'raw');
+    expect((await pending).body).toEqual({ bytes: more.length });
+    expect(sha256(got)).toBe(sha256(total));
+    expect((await get(c)).stats.bytesSent).toBe(total.length);
+  });
 });
 
 describe('non-blocking connect', () => {

@@ -23,23 +23,42 @@ export class ClosedWhileWaiting extends Error {
  * "Blocking" semantics over a non-blocking fd, as DESIGN.md section 1 describes: try the syscall; on
  * EAGAIN (or what `retryOn` names) wait for readiness within the deadline and try again. When the wait
  * ends first, the last syscall error is thrown, as a blocking call with SO_RCVTIMEO/SO_SNDTIMEO would
- * return it.
+ * return it. The first try runs at once: when it succeeds (most calls) its result is returned as it is,
+ * with no promise; errors then throw synchronously, and only a call that waits is asynchronous.
  */
-export async function retryUntilReady<T>(
+export function retryUntilReady<T>(
   watcher: FdWatcher,
   what: Readiness,
   deadline: Deadline,
   attempt: () => T,
   retryOn: readonly string[] = ['EAGAIN'],
+): T | Promise<T> {
+  try {
+    return attempt();
+  } catch (e) {
+    if (!isErrno(e, ...retryOn)) throw e;
+    return waitAndRetry(watcher, what, deadline, attempt, retryOn, e);
+  }
+}
+
+async function waitAndRetry<T>(
+  watcher: FdWatcher,
+  what: Readiness,
+  deadline: Deadline,
+  attempt: () => T,
+  retryOn: readonly string[],
+  failed: unknown,
 ): Promise<T> {
+  let last = failed;
   for (;;) {
+    const outcome = await watcher.wait(what, deadline.remaining());
+    if (outcome === 'timeout') throw last;
+    if (outcome === 'closed') throw new ClosedWhileWaiting();
     try {
       return attempt();
     } catch (e) {
       if (!isErrno(e, ...retryOn)) throw e;
-      const outcome = await watcher.wait(what, deadline.remaining());
-      if (outcome === 'timeout') throw e;
-      if (outcome === 'closed') throw new ClosedWhileWaiting();
+      last = e;
     }
   }
 }

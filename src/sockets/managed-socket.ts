@@ -185,7 +185,7 @@ export class ManagedSocket {
   async accept(timeoutMs?: number): Promise<ManagedSocket> {
     this.guard('accept4');
     const deadline = new Deadline(this.waitFor(timeoutMs, this.rcvTimeoMs));
-    const accepted = await this.sysAsync('accept', () =>
+    const accepted = await this.sysWait('accept', () =>
       retryUntilReady(this.watcher, 'readable', deadline, () => native.accept(this.fd)),
     );
     let child: ManagedSocket;
@@ -230,7 +230,7 @@ export class ManagedSocket {
     } catch (e) {
       if (isErrno(e, 'EAGAIN') && this.family === 'AF_UNIX' && timeoutMs !== 0) {
         // a Unix listener's backlog is full: a blocking connect waits for room
-        await this.sysAsync(what, () => unixConnectWhenRoom(this.fd, sa, new Deadline(this.waitFor(timeoutMs, 0)), () => this.isOpen));
+        await this.sysWait(what, () => unixConnectWhenRoom(this.fd, sa, new Deadline(this.waitFor(timeoutMs, 0)), () => this.isOpen));
         this.transition('connected');
         return 'connected';
       }
@@ -294,7 +294,7 @@ export class ManagedSocket {
     const wait = opts.untilDone ? Infinity : nonblocking ? 0 : this.waitFor(opts.timeoutMs, this.sndTimeoMs);
     const deadline = new Deadline(wait);
     const what = to ? `sendto ${describe(to)}` : 'send';
-    const sent = await this.sysAsync(what, () => sendBlocking(this.fd, this.watcher, deadline, data, flags, to, this.stream));
+    const sent = await this.sysWait(what, () => sendBlocking(this.fd, this.watcher, deadline, data, flags, to, this.stream));
     this.stats.bytesSent += sent;
     this.stats.messagesSent += 1;
     if (to && this.current === 'created' && !isUnbound(native.getsockname(this.fd), this.type === 'SOCK_RAW'))
@@ -336,13 +336,13 @@ export class ManagedSocket {
     if (this.stream && opts.waitAll) {
       if (opts.peek) {
         if (this.family === 'AF_UNIX') throw errors.badRequest('peek with waitAll is supported on TCP only');
-        const r = await this.sysAsync('recv', () => peekAll(this.fd, this.watcher, deadline, maxBytes));
+        const r = await this.sysWait('recv', () => peekAll(this.fd, this.watcher, deadline, maxBytes));
         out = { data: r.data, eof: r.length === 0 && maxBytes > 0 };
       } else {
-        out = await this.sysAsync('recv', () => recvAll(this.fd, this.watcher, deadline, maxBytes));
+        out = await this.sysWait('recv', () => recvAll(this.fd, this.watcher, deadline, maxBytes));
       }
     } else {
-      const r = await this.sysAsync('recv', () => recvBlocking(this.fd, this.watcher, deadline, maxBytes, peek, this.stream));
+      const r = await this.sysWait('recv', () => recvBlocking(this.fd, this.watcher, deadline, maxBytes, peek, this.stream));
       const boundaryless = this.stream || this.type === 'SOCK_SEQPACKET';
       out = { data: r.data, eof: boundaryless && r.length === 0 && maxBytes > 0 };
       if (!this.stream) {
@@ -588,12 +588,19 @@ export class ManagedSocket {
     }
   }
 
-  private async sysAsync<T>(what: string, call: () => Promise<T>): Promise<T> {
+  /** sys() for a call that may wait (retryUntilReady): what came at once is returned as it is, not in a promise. */
+  private sysWait<T>(what: string, call: () => T | Promise<T>): T | Promise<T> {
+    let r: T | Promise<T>;
     try {
-      return await call();
+      r = call();
     } catch (e) {
       throw this.fail(e, what);
     }
+    return r instanceof Promise
+      ? r.catch((e: unknown) => {
+          throw this.fail(e, what);
+        })
+      : r;
   }
 
   private fail(e: unknown, what: string): SockctlError {

@@ -9,7 +9,7 @@ import type { FdWatcher } from '../io/watcher.js';
  * (like a blocking send interrupted by its timeout), and with nothing sent the EAGAIN is thrown.
  * A datagram is one send, retried while the buffer is full.
  */
-export async function sendBlocking(
+export function sendBlocking(
   fd: number,
   watcher: FdWatcher,
   deadline: Deadline,
@@ -17,14 +17,32 @@ export async function sendBlocking(
   flags: number,
   to: SockAddr | null,
   stream: boolean,
-): Promise<number> {
+): number | Promise<number> {
   if (!stream) return retryUntilReady(watcher, 'writable', deadline, () => native.send(fd, data, flags, to));
-  let sent = 0;
+  // most sends go out whole in the first call
+  let sent: number;
+  try {
+    sent = native.send(fd, data, flags, to);
+  } catch (e) {
+    if (!isErrno(e, 'EAGAIN')) throw e;
+    return sendRest(fd, watcher, deadline, data, flags, to, 0);
+  }
+  return sent === data.length ? sent : sendRest(fd, watcher, deadline, data, flags, to, sent);
+}
+
+/** A stream send's remainder after `sent` bytes: what a blocking send(2) does for a partial write. */
+async function sendRest(
+  fd: number,
+  watcher: FdWatcher,
+  deadline: Deadline,
+  data: Buffer,
+  flags: number,
+  to: SockAddr | null,
+  sent: number,
+): Promise<number> {
   do {
     try {
-      sent += await retryUntilReady(watcher, 'writable', deadline, () =>
-        native.send(fd, sent === 0 ? data : data.subarray(sent), flags, to),
-      );
+      sent += await retryUntilReady(watcher, 'writable', deadline, () => native.send(fd, sent === 0 ? data : data.subarray(sent), flags, to));
     } catch (e) {
       if (sent > 0 && isErrno(e, 'EAGAIN')) return sent;
       throw e;
@@ -58,7 +76,7 @@ export function recvBlocking(
   maxBytes: number,
   flags: number,
   stream: boolean,
-): Promise<RecvResult> {
+): RecvResult | Promise<RecvResult> {
   const read = stream ? () => recvStream(fd, maxBytes, flags) : () => native.recv(fd, maxBytes, flags);
   return retryUntilReady(watcher, 'readable', deadline, read);
 }
