@@ -678,6 +678,39 @@ describe('consumer stream: resume with ?offset=', () => {
     }
   });
 
+  it('short reads are retained joined: a resume from inside them replays exactly the bytes from there', async () => {
+    await boot();
+    const { id, peer } = await session();
+    const c1 = client(`/v1/sockets/${id}/stream?binary=true`);
+    await c1.opened;
+    // one read each (every write waits until it arrived): 150 short ones, a long one, 150 short ones
+    const parts = [
+      ...Array.from({ length: 150 }, (_, i) => randomBytes(1 + (i % 40))),
+      randomBytes(20_000),
+      ...Array.from({ length: 150 }, (_, i) => randomBytes(1 + ((i * 7) % 40))),
+    ];
+    let total = 0;
+    for (const p of parts) {
+      peer.write(p);
+      total += p.length;
+      await until(() => c1.binBytes >= total, 'the write arrived');
+    }
+    const sent = Buffer.concat(parts);
+    expect(sha256(Buffer.concat(c1.chunks))).toBe(sha256(sent));
+    c1.ws.close(1000);
+    await c1.closed;
+    for (const from of [0, 1234, 3000 + 20_000 + 17, total - 1]) {
+      await detached(id);
+      const c = client(`/v1/sockets/${id}/stream?binary=true&offset=${from}`);
+      await c.opened;
+      await until(() => c.binBytes >= total - from, `replay from ${from}`);
+      expect(c.events.filter((e) => e.type === 'error')).toEqual([]);
+      expect(sha256(Buffer.concat(c.chunks))).toBe(sha256(sent.subarray(from)));
+      c.ws.close(1000);
+      await c.closed;
+    }
+  });
+
   it('an offset beyond retention gets SOCKCTL_OFFSET_EXPIRED before data resumes', async () => {
     await boot({ streamRetainBytes: 65536 });
     const { id, peer } = await session();
@@ -826,6 +859,27 @@ describe('consumer stream: datagram sockets', () => {
       ['three', 5, from, false],
     ]);
     expect(c.events.some((e) => e.type === 'eof')).toBe(false);
+    peer.close();
+  });
+
+  it('a resume replays each retained datagram as one frame of its own (short ones are not joined)', async () => {
+    await boot();
+    const s = (await t!.call('POST', '/v1/sockets', { family: 'inet', type: 'dgram' })).body;
+    const bound = (await t!.call('POST', `/v1/sockets/${s.id}/bind`, { address: '127.0.0.1', port: 0 })).body;
+    const c1 = client(`/v1/sockets/${s.id}/stream?binary=true`);
+    await c1.opened;
+    const peer = dgram.createSocket('udp4');
+    await new Promise<void>((r) => peer.bind(0, '127.0.0.1', () => r()));
+    const sent = [10, 20, 30].map((n) => randomBytes(n));
+    for (const m of sent) await new Promise<void>((r) => peer.send(m, bound.local.port, '127.0.0.1', () => r()));
+    await until(() => c1.chunks.length === 3, 'three frames');
+    c1.ws.close(1000);
+    await c1.closed;
+    await until(() => t!.app.registry.find(s.id)?.consumer === null, 'consumer detached');
+    const c2 = client(`/v1/sockets/${s.id}/stream?binary=true&offset=0`);
+    await c2.opened;
+    await until(() => c2.chunks.length === 3, 'three replayed frames');
+    expect(c2.chunks.map(sha256)).toEqual(sent.map(sha256));
     peer.close();
   });
 

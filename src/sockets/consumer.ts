@@ -58,7 +58,11 @@ const READ_CHUNK = 256 * 1024;
  * where 16 KiB measured 0.54-0.55 (256 KiB: 0.53-0.57).
  */
 const STREAM_FRAME_BYTES = 16 * 1024;
-/** Retained reads up to this size are copied rather than kept in their reader slot. */
+/**
+ * Retained reads up to this size are copied rather than kept in their reader slot: appended to the newest
+ * chunk while it is such a copy with room in its buffer of this size, so a stream of small messages keeps one
+ * buffer and one chunk per 4 KiB, not per message (each lived long enough to be promoted to V8's old space).
+ */
 const SMALL_CHUNK = 4096;
 /** Buffers per writev of a consumer's writes. */
 const WRITE_CHUNKS = 64;
@@ -96,7 +100,12 @@ class SlotRef {
 
 interface Chunk {
   offset: number;
+  /** The chunk's bytes are data[0, length). */
   data: Buffer;
+  length: number;
+  /** A copy of short reads, with room after them in `data` (SMALL_CHUNK bytes): more may join it. */
+  joinable: boolean;
+  /** When its last bytes came. */
   at: number;
   /** Set while `data` is a view of a reader slot (held); unset once it is an owned copy. */
   slot?: SlotRef | undefined;
@@ -112,7 +121,11 @@ const heldByUser = new Map<string, number>();
  * given back. A stopped reader never writes its pool again, so its slots held here stay valid after it.
  */
 class Retained {
-  constructor(private readonly owner: string) {}
+  constructor(
+    private readonly owner: string,
+    /** A stream socket's (bytes) rather than a datagram or seqpacket socket's (messages, one chunk each). */
+    private readonly stream: boolean,
+  ) {}
 
   private chunks: Chunk[] = [];
   private head = 0;
@@ -124,20 +137,33 @@ class Retained {
     if (limitBytes === 0) return;
     // the window must be contiguous: bytes read without a consumer (REST recv) were never retained, so what
     // came before them can no longer be resumed without a silent hole
-    const last = this.chunks.at(-1);
-    if (last && last.offset + last.data.length !== offset) while (this.head < this.chunks.length) this.dropOldest();
-    // a short read would pin a whole slot for a few bytes: copy it at once (cheap, and the pool stays free)
-    if (slot && data.length <= SMALL_CHUNK) {
-      data = Buffer.from(data);
-      slot = undefined;
+    let last = this.head < this.chunks.length ? this.chunks.at(-1) : undefined;
+    if (last && last.offset + last.length !== offset) {
+      while (this.head < this.chunks.length) this.dropOldest();
+      last = undefined;
     }
-    slot?.hold();
-    const chunk: Chunk = { offset, data, at: Date.now(), slot };
-    this.chunks.push(chunk);
-    this.bytes += data.length;
-    count(heldByUser, this.owner, data.length);
-    if (slot) this.slotted.push(chunk);
-    const oldest = Date.now() - limitMs;
+    const now = Date.now();
+    const length = data.length;
+    // on a stream (no message boundaries to keep) a short read is copied, joining the copy of the ones before it
+    const short = this.stream && length <= SMALL_CHUNK;
+    if (short && last?.joinable && last.length + length <= SMALL_CHUNK) {
+      data.copy(last.data, last.length);
+      last.length += length;
+      last.at = now;
+    } else if (short) {
+      // a short read would pin a whole slot for a few bytes: copy it at once (cheap, and the pool stays free)
+      const copy = Buffer.allocUnsafeSlow(SMALL_CHUNK);
+      data.copy(copy);
+      this.chunks.push({ offset, data: copy, length, joinable: true, at: now, slot: undefined });
+    } else {
+      slot?.hold();
+      const chunk: Chunk = { offset, data, length, joinable: false, at: now, slot };
+      this.chunks.push(chunk);
+      if (slot) this.slotted.push(chunk);
+    }
+    this.bytes += length;
+    count(heldByUser, this.owner, length);
+    const oldest = now - limitMs;
     while (this.head < this.chunks.length && (this.bytes > limitBytes || this.chunks[this.head]!.at < oldest)) this.dropOldest();
     // the owner's bound across all their streams: this stream gives up its oldest bytes first
     while (this.head < this.chunks.length && (heldByUser.get(this.owner) ?? 0) > userLimit) this.dropOldest();
@@ -146,7 +172,7 @@ class Retained {
     for (const small of [true, false]) {
       for (let i = 0; this.slotted.length > maxSlots && i < this.slotted.length; ) {
         const c = this.slotted[i]!;
-        if (small && c.data.length > READ_CHUNK / 4) {
+        if (small && c.length > READ_CHUNK / 4) {
           i++;
           continue;
         }
@@ -177,10 +203,9 @@ class Retained {
     const out: { offset: number; data: Buffer }[] = [];
     for (let i = this.head; i < this.chunks.length; i++) {
       const c = this.chunks[i]!;
-      const end = c.offset + c.data.length;
-      if (end <= offset) continue;
+      if (c.offset + c.length <= offset) continue;
       const skip = Math.max(0, offset - c.offset);
-      const data = skip ? c.data.subarray(skip) : c.data;
+      const data = c.data.subarray(skip, c.length);
       out.push({ offset: c.offset + skip, data: c.slot ? Buffer.from(data) : data });
     }
     return out;
@@ -188,8 +213,8 @@ class Retained {
 
   private dropOldest(): void {
     const c = this.chunks[this.head++]!;
-    this.bytes -= c.data.length;
-    count(heldByUser, this.owner, -c.data.length);
+    this.bytes -= c.length;
+    count(heldByUser, this.owner, -c.length);
     this.release(c);
   }
 
@@ -243,7 +268,7 @@ export class Consumer {
   ) {
     let r = retention.get(socket);
     if (!r) {
-      const created = new Retained(socket.owner);
+      const created = new Retained(socket.owner, socket.type === 'SOCK_STREAM');
       retention.set(socket, (r = created));
       socket.onClose(() => created.clear()); // no resume after close: the bytes and the user's share go
     }
