@@ -44,6 +44,13 @@ const HEAP_GROWING_PERCENT = 300;
  * showed the one site left untenured, its every object alive). The process kept that mode to its end. Without
  * pretenuring, 12 processes of 12 promoted 73 bytes a call (the event log's ring entry) and none went bad.
  */
+// `--no-memory-reducer` is on the command line (package.json's start scripts) instead: V8 sets its memory
+// reducer up with the heap, so the flag has no effect once the process runs. The reducer starts a
+// compacting mark-compact when the heap grew and the allocation rate then falls, as after a burst: under
+// bench scenario 3's steady 1,000 messages/s it ran one to three of them, 9-21 ms each (`--trace-gc`:
+// "Mark-Compact (reduce)"), in three of eight rounds, whose p99 went to 4-15 ms. Without it (`node
+// --no-memory-reducer`) no round had one, and the pooled p99 of eight rounds was 0.339 ms against the relay's
+// 0.345 (0.47-1.36 ms in four runs with it). The cost: the heap is not shrunk when the service goes quiet.
 const V8_FLAGS = [`--heap-growing-percent=${HEAP_GROWING_PERCENT}`, '--no-allocation-site-pretenuring'];
 
 /** The entry: config from the environment, listen, close every socket on SIGINT/SIGTERM. */

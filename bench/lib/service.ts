@@ -1,4 +1,6 @@
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { freePort, ROOT, sleep, spawnCommand, spawnNode, waitHttp, waitLine, waitTcp, type Proc } from './procs.js';
 
 export const TOKEN = 'bench-token';
@@ -39,7 +41,19 @@ export function setServiceDir(dir: string): void {
   serviceDir = dir;
 }
 
-/** A running sockctl process (`node --import tsx src/main.ts`) and a small client of its API. */
+/**
+ * How `npm start` runs the service in `dir`: its package.json's start script (`node <flags> <script>`), taken
+ * apart, so that the bench starts it with the same Node and V8 flags (`--no-memory-reducer`, say).
+ */
+export function startCommand(dir: string): { flags: string[]; script: string } {
+  const start = (JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { scripts: { start: string } }).scripts.start;
+  const [node, ...rest] = start.trim().split(/\s+/);
+  const script = rest.pop();
+  if (node !== 'node' || !script) throw new Error(`the start script is not "node <flags> <script>": ${start}`);
+  return { flags: rest, script };
+}
+
+/** A running sockctl process (as `npm start` runs it) and a small client of its API. */
 export class Service {
   private constructor(
     readonly proc: Proc,
@@ -57,9 +71,9 @@ export class Service {
   /** Starts the service and waits for /v1/health. `nofile` raises RLIMIT_NOFILE through the shell. */
   static async start(opts: { env?: Record<string, string>; nodeArgs?: string[]; nofile?: number; name?: string } = {}): Promise<Service> {
     const port = await freePort();
-    const proc = spawnNode(opts.name ?? 'sockctl', 'src/main.ts', {
+    const { flags, script } = startCommand(serviceDir);
+    const proc = spawnCommand(opts.name ?? 'sockctl', process.execPath, [...(opts.nodeArgs ?? []), ...flags, script], {
       env: { SOCKCTL_PORT: String(port), SOCKCTL_TOKEN: TOKEN, SOCKCTL_LOG_LEVEL: 'warn', SOCKCTL_HOST: '127.0.0.1', ...UNLIMITED, ...opts.env },
-      nodeArgs: opts.nodeArgs ?? [],
       cwd: serviceDir,
       ...(opts.nofile ? { nofile: opts.nofile } : {}),
     });
