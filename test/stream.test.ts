@@ -18,6 +18,7 @@ let t: TestApp | undefined;
 let port = 0;
 const sockets: WebSocket[] = [];
 const peers: net.Socket[] = [];
+const udpPeers: dgram.Socket[] = [];
 
 /** A listening app (real WebSocket clients need a port). */
 async function boot(overrides: Partial<Config> = {}): Promise<TestApp> {
@@ -30,6 +31,7 @@ async function boot(overrides: Partial<Config> = {}): Promise<TestApp> {
 afterEach(async () => {
   for (const ws of sockets.splice(0)) if (ws.readyState !== WebSocket.CLOSED) ws.terminate();
   for (const p of peers.splice(0)) p.destroy();
+  for (const p of udpPeers.splice(0)) p.close();
   await t?.close();
   t = undefined;
 });
@@ -840,17 +842,24 @@ describe('WebSocket liveness', () => {
 });
 
 describe('consumer stream: datagram sockets', () => {
-  // each datagram is one data event naming its sender; a zero-length datagram is data too
-  it('reports the sender and truncation of each datagram', async () => {
+  /** A bound UDP socket in the service with a consumer stream (`query`), and a udp4 peer that sends it datagrams. */
+  async function udpSession(query = ''): Promise<{ id: string; c: Client; from: { address: string; port: number }; send: (m: Buffer) => Promise<void> }> {
     await boot();
     const s = (await t!.call('POST', '/v1/sockets', { family: 'inet', type: 'dgram' })).body;
     const bound = (await t!.call('POST', `/v1/sockets/${s.id}/bind`, { address: '127.0.0.1', port: 0 })).body;
-    const c = client(`/v1/sockets/${s.id}/stream`);
+    const c = client(`/v1/sockets/${s.id}/stream${query}`);
     await c.opened;
     const peer = dgram.createSocket('udp4');
+    udpPeers.push(peer);
     await new Promise<void>((r) => peer.bind(0, '127.0.0.1', () => r()));
-    const from = { address: '127.0.0.1', port: peer.address().port };
-    for (const m of ['one', '', 'three']) await new Promise<void>((r) => peer.send(Buffer.from(m), bound.local.port, '127.0.0.1', () => r()));
+    const send = (m: Buffer) => new Promise<void>((r) => peer.send(m, bound.local.port, '127.0.0.1', () => r()));
+    return { id: s.id, c, from: { address: '127.0.0.1', port: peer.address().port }, send };
+  }
+
+  // each datagram is one data event naming its sender; a zero-length datagram is data too
+  it('reports the sender and truncation of each datagram', async () => {
+    const { c, from, send } = await udpSession();
+    for (const m of ['one', '', 'three']) await send(Buffer.from(m));
     await until(() => c.events.filter((e) => e.type === 'data').length === 3, 'three datagrams');
     const data = c.events.filter((e) => e.type === 'data');
     expect(data.map((e) => [e.data, e.bytes, e.from, e.truncated])).toEqual([
@@ -859,44 +868,30 @@ describe('consumer stream: datagram sockets', () => {
       ['three', 5, from, false],
     ]);
     expect(c.events.some((e) => e.type === 'eof')).toBe(false);
-    peer.close();
   });
 
   it('a resume replays each retained datagram as one frame of its own (short ones are not joined)', async () => {
-    await boot();
-    const s = (await t!.call('POST', '/v1/sockets', { family: 'inet', type: 'dgram' })).body;
-    const bound = (await t!.call('POST', `/v1/sockets/${s.id}/bind`, { address: '127.0.0.1', port: 0 })).body;
-    const c1 = client(`/v1/sockets/${s.id}/stream?binary=true`);
-    await c1.opened;
-    const peer = dgram.createSocket('udp4');
-    await new Promise<void>((r) => peer.bind(0, '127.0.0.1', () => r()));
+    const { id, c: c1, send } = await udpSession('?binary=true');
     const sent = [10, 20, 30].map((n) => randomBytes(n));
-    for (const m of sent) await new Promise<void>((r) => peer.send(m, bound.local.port, '127.0.0.1', () => r()));
+    for (const m of sent) await send(m);
     await until(() => c1.chunks.length === 3, 'three frames');
     c1.ws.close(1000);
     await c1.closed;
-    await until(() => t!.app.registry.find(s.id)?.consumer === null, 'consumer detached');
-    const c2 = client(`/v1/sockets/${s.id}/stream?binary=true&offset=0`);
+    await until(() => t!.app.registry.find(id)?.consumer === null, 'consumer detached');
+    const c2 = client(`/v1/sockets/${id}/stream?binary=true&offset=0`);
     await c2.opened;
     await until(() => c2.chunks.length === 3, 'three replayed frames');
     expect(c2.chunks.map(sha256)).toEqual(sent.map(sha256));
-    peer.close();
   });
 
   it('with ?binary=true a datagram is one binary frame, however large (a stream is cut into frames of 16 KiB)', async () => {
-    await boot();
-    const s = (await t!.call('POST', '/v1/sockets', { family: 'inet', type: 'dgram' })).body;
-    const bound = (await t!.call('POST', `/v1/sockets/${s.id}/bind`, { address: '127.0.0.1', port: 0 })).body;
-    const c = client(`/v1/sockets/${s.id}/stream?binary=true`);
-    await c.opened;
-    const peer = dgram.createSocket('udp4');
-    await new Promise<void>((r) => peer.bind(0, '127.0.0.1', () => r()));
+    const { c, send } = await udpSession('?binary=true');
     const sizes = [40_000, 16 * 1024 + 1, 3];
     const sent = sizes.map((n) => randomBytes(n));
-    for (const m of sent) await new Promise<void>((r) => peer.send(m, bound.local.port, '127.0.0.1', () => r()));
+    for (const m of sent) await send(m);
     await until(() => c.chunks.length === sizes.length, 'three binary frames');
     expect(c.chunks.map((f) => f.length)).toEqual(sizes);
     expect(c.chunks.map(sha256)).toEqual(sent.map(sha256));
-    peer.close();
   });
 });
+

@@ -18,37 +18,29 @@ export function sendBlocking(
   to: SockAddr | null,
   stream: boolean,
 ): number | Promise<number> {
-  if (!stream) return retryUntilReady(watcher, 'writable', deadline, () => native.send(fd, data, flags, to));
-  // most sends go out whole in the first call
-  let sent: number;
+  const sendFrom = (sent: number) => native.send(fd, sent === 0 ? data : data.subarray(sent), flags, to);
+  if (!stream) return retryUntilReady(watcher, 'writable', deadline, () => sendFrom(0));
+  // most sends go out whole in the first call; the rest waits for room as a blocking send(2) does
+  let first: number;
   try {
-    sent = native.send(fd, data, flags, to);
+    first = sendFrom(0);
   } catch (e) {
     if (!isErrno(e, 'EAGAIN')) throw e;
-    return sendRest(fd, watcher, deadline, data, flags, to, 0);
+    first = 0;
   }
-  return sent === data.length ? sent : sendRest(fd, watcher, deadline, data, flags, to, sent);
-}
-
-/** A stream send's remainder after `sent` bytes: what a blocking send(2) does for a partial write. */
-async function sendRest(
-  fd: number,
-  watcher: FdWatcher,
-  deadline: Deadline,
-  data: Buffer,
-  flags: number,
-  to: SockAddr | null,
-  sent: number,
-): Promise<number> {
-  do {
-    try {
-      sent += await retryUntilReady(watcher, 'writable', deadline, () => native.send(fd, sent === 0 ? data : data.subarray(sent), flags, to));
-    } catch (e) {
-      if (sent > 0 && isErrno(e, 'EAGAIN')) return sent;
-      throw e;
-    }
-  } while (sent < data.length);
-  return sent;
+  if (first === data.length) return first;
+  return (async () => {
+    let sent = first;
+    do {
+      try {
+        sent += await retryUntilReady(watcher, 'writable', deadline, () => sendFrom(sent));
+      } catch (e) {
+        if (sent > 0 && isErrno(e, 'EAGAIN')) return sent;
+        throw e;
+      }
+    } while (sent < data.length);
+    return sent;
+  })();
 }
 
 /** What a stream's recv reads into before its bytes are copied out (larger reads get a buffer of their own). */
