@@ -36,10 +36,10 @@ const HEAP_GROWING_PERCENT = 300;
 /**
  * V8 flags set at start-up. `--no-allocation-site-pretenuring`: V8 may decide, from what survived while
  * the service warmed up, to allocate some object literal's instances straight in the old generation. In
- * about one service process in four under control-plane load, such a decision took in a short-lived
+ * about one service process in five under control-plane load (8 of 39), such a decision evidently took in a short-lived
  * per-request object: each one then kept the young objects it points to alive through the next scavenge,
  * and so the whole request's graph was promoted, about 4.2 KB per call (`--trace-gc-nvp`), every scavenge
- * took 4.5-5 ms instead of 0.6-0.8, and GC cost 6.7-7.6 µs a call instead of 0.7-0.9: recv ran 21,000-23,000
+ * took 4.5-5 ms instead of 0.6-0.8, and GC cost 6.5-7.6 µs a call instead of 0.7-0.9: recv ran 21,000-23,000
  * calls/s instead of 27,000-32,000, send 15,000 instead of 19,000-23,500 (`--trace-pretenuring-statistics`
  * showed the one site left untenured, its every object alive). The process kept that mode to its end. Without
  * pretenuring, 12 processes of 12 promoted 73 bytes a call (the event log's ring entry) and none went bad.
