@@ -34,23 +34,25 @@ const MMAP_AT_BYTES = 32 * 1024 * 1024;
 const HEAP_GROWING_PERCENT = 300;
 
 /**
- * V8 flags set at start-up. `--no-allocation-site-pretenuring`: V8 may decide, from what survived while
- * the service warmed up, to allocate some object literal's instances straight in the old generation. In
- * about one service process in five under control-plane load (8 of 39), such a decision evidently took in a short-lived
- * per-request object: each one then kept the young objects it points to alive through the next scavenge,
- * and so the whole request's graph was promoted, about 4.2 KB per call (`--trace-gc-nvp`), every scavenge
- * took 4.5-5 ms instead of 0.6-0.8, and GC cost 6.5-7.6 µs a call instead of 0.7-0.9: recv ran 21,000-23,000
- * calls/s instead of 27,000-32,000, send 15,000 instead of 19,000-23,500 (`--trace-pretenuring-statistics`
- * showed the one site left untenured, its every object alive). The process kept that mode to its end. Without
- * pretenuring, 12 processes of 12 promoted 73 bytes a call (the event log's ring entry) and none went bad.
+ * V8 flags set at start-up. `--no-allocation-site-pretenuring`: V8 may decide, from what survived while the
+ * service warmed up, to allocate some object literal's instances straight in the old generation. In about
+ * one service process in five under control-plane load (8 of 39), such a decision evidently took in a
+ * short-lived per-request object: each one then kept the young objects it points to alive through the next
+ * scavenge, and so the whole request's graph was promoted, about 4.2 KB per call (`--trace-gc-nvp`), every
+ * scavenge took 4.5-5 ms instead of 0.6-0.8, and GC cost 6.5-7.6 µs a call instead of 0.7-0.9: recv ran
+ * 21,000-23,000 calls/s instead of 27,000-32,000, send 15,000 instead of 19,000-23,500
+ * (`--trace-pretenuring-statistics` showed the one site left untenured, its every object alive). The process
+ * kept that mode to its end. Without pretenuring, 12 processes of 12 promoted 73 bytes a call (the event
+ * log's ring entry) and none went bad.
+ *
+ * `--no-memory-reducer` is not here but on the command line (package.json's start scripts): V8 sets its
+ * memory reducer up with the heap, so the flag has no effect once the process runs. The reducer starts a
+ * compacting mark-compact when the heap grew and the allocation rate then falls, as after a burst: under
+ * bench scenario 3's steady 1,000 messages/s it ran one to three of them, 9-21 ms each (`--trace-gc`:
+ * "Mark-Compact (reduce)"), in three of eight rounds, whose p99 went to 4-15 ms. Without it no round had
+ * one, and the pooled p99 of eight rounds was 0.339 ms against the relay's 0.345 (0.47-1.36 ms in four runs
+ * with it). The cost: the heap is not shrunk when the service goes quiet.
  */
-// `--no-memory-reducer` is on the command line (package.json's start scripts) instead: V8 sets its memory
-// reducer up with the heap, so the flag has no effect once the process runs. The reducer starts a
-// compacting mark-compact when the heap grew and the allocation rate then falls, as after a burst: under
-// bench scenario 3's steady 1,000 messages/s it ran one to three of them, 9-21 ms each (`--trace-gc`:
-// "Mark-Compact (reduce)"), in three of eight rounds, whose p99 went to 4-15 ms. Without it (`node
-// --no-memory-reducer`) no round had one, and the pooled p99 of eight rounds was 0.339 ms against the relay's
-// 0.345 (0.47-1.36 ms in four runs with it). The cost: the heap is not shrunk when the service goes quiet.
 const V8_FLAGS = [`--heap-growing-percent=${HEAP_GROWING_PERCENT}`, '--no-allocation-site-pretenuring'];
 
 /** The entry: config from the environment, listen, close every socket on SIGINT/SIGTERM. */

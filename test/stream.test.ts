@@ -842,8 +842,16 @@ describe('WebSocket liveness', () => {
 });
 
 describe('consumer stream: datagram sockets', () => {
+  interface UdpSession {
+    id: string;
+    c: Client;
+    /** The peer's address, as the service names a datagram's sender. */
+    from: { address: string; port: number };
+    send: (m: Buffer) => Promise<void>;
+  }
+
   /** A bound UDP socket in the service with a consumer stream (`query`), and a udp4 peer that sends it datagrams. */
-  async function udpSession(query = ''): Promise<{ id: string; c: Client; from: { address: string; port: number }; send: (m: Buffer) => Promise<void> }> {
+  async function udpSession(query = ''): Promise<UdpSession> {
     await boot();
     const s = (await t!.call('POST', '/v1/sockets', { family: 'inet', type: 'dgram' })).body;
     const bound = (await t!.call('POST', `/v1/sockets/${s.id}/bind`, { address: '127.0.0.1', port: 0 })).body;
