@@ -75,9 +75,18 @@ export interface TcpInfo {
  * (in stream order) and how many bytes each holds; `eof` when recvmsg returned 0 (after the data of this
  * call: reading is over); `error` when recvmsg failed (an Error with code, errno, syscall "recvmsg", after
  * the data of this call; reading is paused until resumeReading()). Each slot listed is JS's until
- * release(slot): its bytes are `new Uint8Array(pool, slot * slotBytes, length)`.
+ * release(slot): its bytes are `new Uint8Array(pool, slot * slotBytes, length)`. `written`: in direct mode
+ * (setDirect), how many bytes of these slots' WebSocket frames (headers included, in order) the addon
+ * already wrote to the direct fd; 0 when it wrote none (off, the gate shut, the fd's buffer full or an
+ * error), and then JS sends them all. Less than all: JS writes the rest of the frame it stopped in first.
  */
-export type ReadCallback = (slots: number[], lengths: number[], eof: boolean, error: (Error & { code: string; errno: number; syscall: string }) | null) => void;
+export type ReadCallback = (
+  slots: number[],
+  lengths: number[],
+  eof: boolean,
+  error: (Error & { code: string; errno: number; syscall: string }) | null,
+  written: number,
+) => void;
 
 export interface PollerStats {
   /** libuv poll callbacks so far (JS waits and reader alike): a poll left armed while idle shows here. */
@@ -95,6 +104,12 @@ export interface PollerStats {
   freeSlots: number;
   paused: boolean;
   eof: boolean;
+  /** Direct mode is on (setDirect). */
+  direct: boolean;
+  /** Direct mode's sendmsg calls that wrote something, the bytes they wrote, and those that wrote only part. */
+  directWrites: number;
+  directBytes: number;
+  directPartial: number;
 }
 
 /**
@@ -135,6 +150,15 @@ export interface Poller {
    * false (and does nothing) when the slot is not held: released already, or the reader stopped.
    */
   release(slot: number): boolean;
+  /**
+   * Direct mode of the reader: each readable event's slots go out as WebSocket binary frames (server to
+   * client: FIN, opcode 2, unmasked, a 2- or 4-byte header) of at most `frameBytes` (1..65535), in one
+   * sendmsg(MSG_DONTWAIT | MSG_NOSIGNAL) to `fd` before the callback runs, whenever `gate[0]` is nonzero
+   * then; the callback's `written` says how much went. `fd` is a connection JS owns: JS keeps the gate at 0
+   * while it has bytes of its own queued there, and before that fd can close. setDirect(-1) ends it (also
+   * ended with the reader). Returns false (and does nothing) without a reader.
+   */
+  setDirect(fd: number, gate?: Int32Array, frameBytes?: number): boolean;
   /** Stop reading (no read interest, no callback) until resumeReading(). No-op without a reader. */
   pauseReading(): void;
   /** Read again after pauseReading() or an error. No-op without a reader; nothing more after EOF. */

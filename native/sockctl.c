@@ -402,6 +402,14 @@ typedef struct {
     uint32_t *out_len;
     bool paused;          /* pauseReading(), or an error until resumeReading() */
     bool eof;             /* recvmsg returned 0: final */
+    /* Direct mode (setDirect): each read's bytes go out as WebSocket binary frames of at most frame_bytes,
+     * written to direct_fd by one sendmsg before JS runs, while JS keeps *gate nonzero (nothing of its own
+     * queued on that connection). */
+    int direct_fd;        /* -1: off */
+    napi_ref gate_ref;    /* the Int32Array over *gate: held while direct */
+    int32_t *gate;
+    uint32_t frame_bytes;
+    uint64_t direct_writes, direct_bytes, direct_partial;
 } reader_t;
 
 struct poller {
@@ -1104,6 +1112,8 @@ static void reader_free(poller_t *p) {
         napi_delete_reference(p->env, r->cb);
     if (r->pool != NULL)
         napi_delete_reference(p->env, r->pool);
+    if (r->gate_ref != NULL)
+        napi_delete_reference(p->env, r->gate_ref);
     free(r->free);
     free(r->held);
     free(r->out_slot);
@@ -1205,6 +1215,60 @@ static uint32_t reader_read(poller_t *p, reader_t *r, bool *eof, int *err) {
     return count;
 }
 
+/* Frames per direct write at most (a header and a payload iovec each): a read of the 1 MiB budget in 16 KiB
+ * frames is 64, plus one per slot for its short tail. */
+#define DIRECT_MAX_FRAMES 256
+
+/*
+ * Direct mode: the read's slots as WebSocket binary frames (server to client: FIN, opcode 2, unmasked) of at
+ * most frame_bytes each, in one sendmsg to direct_fd, if JS's gate is open. Returns the bytes written,
+ * headers included (0 when the gate is shut, the socket's buffer is full or the write failed: JS then sends
+ * everything itself, and its own write meets the error). JS writes what is left of a frame written in part.
+ */
+static size_t reader_direct(reader_t *r, uint32_t count) {
+    if (r->direct_fd < 0 || r->gate == NULL || __atomic_load_n(r->gate, __ATOMIC_RELAXED) == 0 || count == 0)
+        return 0;
+    struct iovec iov[2 * DIRECT_MAX_FRAMES];
+    uint8_t hdr[DIRECT_MAX_FRAMES][4];
+    size_t k = 0, f = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        char *at = r->base + (size_t)r->out_slot[i] * r->slot_bytes;
+        size_t len = r->out_len[i];
+        for (size_t off = 0; off < len; off += r->frame_bytes) {
+            size_t n = len - off < r->frame_bytes ? len - off : r->frame_bytes;
+            if (f == DIRECT_MAX_FRAMES)
+                return 0; /* more frames than fit: JS sends them */
+            uint8_t *h = hdr[f++];
+            h[0] = 0x82;
+            if (n < 126) {
+                h[1] = (uint8_t)n;
+                iov[k++] = (struct iovec){ h, 2 };
+            } else { /* frame_bytes <= 65535 (setDirect) */
+                h[1] = 126;
+                h[2] = (uint8_t)(n >> 8);
+                h[3] = (uint8_t)n;
+                iov[k++] = (struct iovec){ h, 4 };
+            }
+            iov[k++] = (struct iovec){ at + off, n };
+        }
+    }
+    struct msghdr msg = { .msg_iov = iov, .msg_iovlen = k };
+    ssize_t w;
+    do
+        w = sendmsg(r->direct_fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    while (w < 0 && errno == EINTR);
+    if (w <= 0)
+        return 0;
+    size_t total = 0;
+    for (size_t i = 0; i < k; i++)
+        total += iov[i].iov_len;
+    r->direct_writes++;
+    r->direct_bytes += (uint64_t)w;
+    if ((size_t)w < total)
+        r->direct_partial++;
+    return (size_t)w;
+}
+
 /* Calls JS through napi_make_callback (see on_poll); an exception goes to process 'uncaughtException'. */
 static void poller_call(poller_t *p, napi_value cb, size_t argc, napi_value *argv) {
     napi_env env = p->env;
@@ -1217,10 +1281,10 @@ static void poller_call(poller_t *p, napi_value cb, size_t argc, napi_value *arg
         napi_fatal_exception(env, exc); /* no JS caller to throw to */
 }
 
-/* The reader's callback: onRead(slots, lengths, eof, error). Nothing of the reader is used after it. */
-static void reader_deliver(poller_t *p, reader_t *r, uint32_t count, bool eof, int err) {
+/* The reader's callback: onRead(slots, lengths, eof, error, written). Nothing of the reader is used after it. */
+static void reader_deliver(poller_t *p, reader_t *r, uint32_t count, bool eof, int err, size_t written) {
     napi_env env = p->env;
-    napi_value cb, argv[4], v;
+    napi_value cb, argv[5], v;
     bool ok = napi_get_reference_value(env, r->cb, &cb) == napi_ok && cb != NULL &&
               napi_create_array_with_length(env, count, &argv[0]) == napi_ok &&
               napi_create_array_with_length(env, count, &argv[1]) == napi_ok;
@@ -1228,7 +1292,8 @@ static void reader_deliver(poller_t *p, reader_t *r, uint32_t count, bool eof, i
         ok = napi_create_uint32(env, r->out_slot[i], &v) == napi_ok && napi_set_element(env, argv[0], i, v) == napi_ok &&
              napi_create_uint32(env, r->out_len[i], &v) == napi_ok && napi_set_element(env, argv[1], i, v) == napi_ok;
     ok = ok && napi_get_boolean(env, eof, &argv[2]) == napi_ok &&
-         (err != 0 ? (argv[3] = errno_error(env, "recvmsg", err)) != NULL : napi_get_null(env, &argv[3]) == napi_ok);
+         (err != 0 ? (argv[3] = errno_error(env, "recvmsg", err)) != NULL : napi_get_null(env, &argv[3]) == napi_ok) &&
+         napi_create_double(env, (double)written, &argv[4]) == napi_ok;
     if (!ok) { /* JS never sees these slots: take them back (the bytes are lost, as with any failed read) */
         bool pending = false;
         for (uint32_t i = 0; i < count; i++) {
@@ -1244,7 +1309,7 @@ static void reader_deliver(poller_t *p, reader_t *r, uint32_t count, bool eof, i
         return;
     }
     p->read_callbacks++;
-    poller_call(p, cb, 4, argv);
+    poller_call(p, cb, 5, argv);
 }
 
 static void on_poll(uv_poll_t *h, int status, int events) {
@@ -1268,8 +1333,10 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     uint32_t count = 0;
     bool eof = false, deliver = false;
     int err = 0;
+    size_t written = 0;
     if (reader_can_read(r) && (events & UV_READABLE)) {
         count = reader_read(p, r, &eof, &err);
+        written = reader_direct(r, count);
         if (eof)
             r->eof = true;
         if (err != 0)
@@ -1284,7 +1351,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     if (napi_open_handle_scope(env, &scope) != napi_ok)
         return;
     if (deliver)
-        reader_deliver(p, r, count, eof, err); /* JS may stop the reader or close the poller meanwhile */
+        reader_deliver(p, r, count, eof, err, written); /* JS may stop the reader or close the poller meanwhile */
     if (js && p->open && p->cb != NULL) {
         napi_value cb, argv[2];
         if (napi_get_reference_value(env, p->cb, &cb) == napi_ok && cb != NULL &&
@@ -1439,6 +1506,7 @@ static napi_value js_poller_start_reading(napi_env env, napi_callback_info info)
         FAIL(throw_errno(env, "startReading", ENOMEM));
     }
     p->reader = r; /* from here reader_free undoes everything */
+    r->direct_fd = -1;
     r->nslots = n;
     r->slot_bytes = (size_t)slot_bytes;
     r->budget = (size_t)budget;
@@ -1479,6 +1547,50 @@ static napi_value js_poller_release(napi_env env, napi_callback_info info) {
     return v;
 }
 
+/*
+ * setDirect(fd, gate, frameBytes): the reader's direct mode (reader_direct) to `fd` while gate[0] != 0;
+ * setDirect(-1) ends it. false without a reader. The gate is an Int32Array that JS keeps current.
+ */
+static napi_value js_poller_set_direct(napi_env env, napi_callback_info info) {
+    napi_value argv[3], v;
+    poller_t *p = this_poller(env, info, argv, 3);
+    double fd, frame_bytes = 0;
+    REQUIRE(p != NULL && get_integer(env, argv[0], "fd", -1, INT_MAX, &fd));
+    reader_t *r = p->reader;
+    bool set = false;
+    if (fd >= 0) {
+        napi_typedarray_type type;
+        size_t length = 0;
+        void *data = NULL;
+        bool is_ta = false;
+        NAPI_CALL(env, napi_is_typedarray(env, argv[1], &is_ta));
+        if (!is_ta || napi_get_typedarray_info(env, argv[1], &type, &length, &data, NULL, NULL) != napi_ok ||
+            type != napi_int32_array || length < 1)
+            FAIL(type_error(env, "gate", "an Int32Array"));
+        REQUIRE(get_integer(env, argv[2], "frameBytes", 1, 65535, &frame_bytes));
+        if (r != NULL) {
+            napi_ref ref;
+            NAPI_CALL(env, napi_create_reference(env, argv[1], 1, &ref));
+            if (r->gate_ref != NULL)
+                napi_delete_reference(env, r->gate_ref);
+            r->gate_ref = ref;
+            r->gate = data;
+            r->frame_bytes = (uint32_t)frame_bytes;
+            r->direct_fd = (int)fd;
+            set = true;
+        }
+    } else if (r != NULL) {
+        if (r->gate_ref != NULL)
+            napi_delete_reference(env, r->gate_ref);
+        r->gate_ref = NULL;
+        r->gate = NULL;
+        r->direct_fd = -1;
+        set = true;
+    }
+    NAPI_CALL(env, napi_get_boolean(env, set, &v));
+    return v;
+}
+
 /* pauseReading / resumeReading / stopReading: no-ops without a reader. */
 static napi_value reader_op(napi_env env, napi_callback_info info, int op) {
     poller_t *p = this_poller(env, info, NULL, 0);
@@ -1513,6 +1625,10 @@ static napi_value js_poller_stats(napi_env env, napi_callback_info info) {
     NAPI_CALL(env, set_num(env, obj, "freeSlots", r ? r->nfree : 0));
     NAPI_CALL(env, set_bool(env, obj, "paused", r != NULL && r->paused));
     NAPI_CALL(env, set_bool(env, obj, "eof", r != NULL && r->eof));
+    NAPI_CALL(env, set_bool(env, obj, "direct", r != NULL && r->direct_fd >= 0));
+    NAPI_CALL(env, set_num(env, obj, "directWrites", r ? (double)r->direct_writes : 0));
+    NAPI_CALL(env, set_num(env, obj, "directBytes", r ? (double)r->direct_bytes : 0));
+    NAPI_CALL(env, set_num(env, obj, "directPartial", r ? (double)r->direct_partial : 0));
     return obj;
 }
 
@@ -1621,6 +1737,7 @@ NAPI_MODULE_INIT() {
         METHOD("startReading", js_poller_start_reading), METHOD("release", js_poller_release),
         METHOD("pauseReading", js_poller_pause_reading), METHOD("resumeReading", js_poller_resume_reading),
         METHOD("stopReading", js_poller_stop_reading), METHOD("stats", js_poller_stats),
+        METHOD("setDirect", js_poller_set_direct),
     };
     const napi_property_descriptor fns[] = {
         FN("socket", js_socket), FN("socketpair", js_socketpair), FN("bind", js_bind), FN("listen", js_listen),

@@ -14,6 +14,46 @@ function underlying(ws: WebSocket): Duplex | undefined {
   return sock && !sock.destroyed ? sock : undefined;
 }
 
+type NetSocket = Duplex & { _handle?: { fd?: number } | null; encrypted?: boolean };
+
+/**
+ * The consumer's direct mode (ConsumerSink.direct): the ws connection's fd, and a gate at 1 only while
+ * the WebSocket is open and none of ws's own writes (frames, pings, pongs, close) is pending on the
+ * connection, so that the native reader's frames never land inside one of them. Every write of ws goes
+ * through its socket's write(); the gate shuts there and opens again from the last pending write's
+ * callback (the bytes are in the kernel then). It shuts for good in _destroy, before libuv closes the fd
+ * (whose number may be reused at once). Undefined for a TLS socket or one without an fd.
+ */
+export function directGate(ws: WebSocket): { fd: number; gate: Int32Array } | undefined {
+  const sock = underlying(ws) as NetSocket | undefined;
+  const fd = sock?._handle?.fd;
+  if (!sock || sock.encrypted || typeof fd !== 'number' || fd < 0) return undefined;
+  const gate = new Int32Array(1);
+  let pending = 0;
+  let shut = false;
+  const update = () => void (gate[0] = !shut && pending === 0 && ws.readyState === ws.OPEN ? 1 : 0);
+  const write = sock.write as (this: NetSocket, ...args: unknown[]) => boolean;
+  sock.write = function (this: NetSocket, chunk: unknown, encoding?: unknown, cb?: unknown) {
+    const callback = typeof encoding === 'function' ? encoding : cb;
+    pending++;
+    gate[0] = 0;
+    const done = (err?: Error | null) => {
+      pending--;
+      update();
+      if (typeof callback === 'function') (callback as (err?: Error | null) => void)(err);
+    };
+    return typeof encoding === 'string' ? write.call(this, chunk, encoding, done) : write.call(this, chunk, done);
+  } as typeof sock.write;
+  const destroy = sock._destroy;
+  sock._destroy = function (this: NetSocket, err, cb) {
+    shut = true;
+    gate[0] = 0;
+    return destroy.call(this, err, cb);
+  };
+  update();
+  return { fd, gate };
+}
+
 /** WebSocket close codes of the consumer stream (documented in the README). */
 export const CLOSE = { normal: 1000, refused: 4409, notFound: 4404, badRequest: 4400 } as const;
 
@@ -69,6 +109,14 @@ const stream: FastifyPluginAsyncTypebox = async (app) => {
             text: (json) => ws.send(json, afterWrite),
             // `done` releases a reader slot: only once the bytes are written out (the send's completion)
             binary: (data, done) => ws.send(data, { binary: true }, done ? () => (done(), afterWrite()) : afterWrite),
+            direct: () => directGate(ws),
+            raw: (chunks, done) => {
+              const sock = underlying(ws);
+              if (!sock) return done();
+              sock.cork();
+              chunks.forEach((c, i) => sock.write(c, i === chunks.length - 1 ? () => (done(), afterWrite()) : undefined));
+              sock.uncork();
+            },
             // one writev for the frames of a read event (ws corks each frame's header and payload inside)
             cork: () => underlying(ws)?.cork(),
             uncork: () => underlying(ws)?.uncork(),

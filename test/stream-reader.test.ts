@@ -295,3 +295,73 @@ describe('native reader: the pool after stop', () => {
     expect(() => native.detachPool({} as ArrayBuffer)).toThrow(TypeError);
   });
 });
+
+describe('native reader: direct mode (the addon writes the frames)', () => {
+  it('a binary consumer\'s frames go out from the addon; a slow client, pings and events around them stay whole', async () => {
+    await boot({ wsPingMs: 1000 });
+    const { id, peer } = await session();
+    const consumer = ws(`/v1/sockets/${id}/stream?binary=true`);
+    const frames: Buffer[] = [];
+    const texts: any[] = [];
+    let pings = 0;
+    consumer.on('ping', () => pings++);
+    consumer.on('message', (d: Buffer, bin) => (bin ? frames.push(d) : texts.push(JSON.parse(d.toString()))));
+    await once(consumer, 'open');
+    const live = () => (t!.app.registry.find(id)?.consumer as { readerStats(): Record<string, number | boolean> | undefined } | null)?.readerStats();
+    // small messages one at a time: each read is written by the addon whole, before JS runs
+    const small = Array.from({ length: 20 }, (_, i) => randomBytes(1 + i * 1000));
+    for (const m of small) {
+      const before = frames.length;
+      peer.write(m);
+      await until(() => frames.length > before, 'a frame');
+    }
+    await until(() => live() !== undefined, 'the reader');
+    expect(live()).toMatchObject({ direct: true, directWrites: 20, directPartial: 0 });
+    // the service's end of the WebSocket gets a small send buffer and the client stops reading for a while:
+    // the addon's writes stop inside frames, JS writes the rest (the gate shut meanwhile) while the peer
+    // keeps the socket readable, then the addon again (16 KiB and the client's delayed ACKs: about 2.5 MB/s,
+    // so 1 MiB)
+    const server = [...t!.app.websocketServer.clients][0] as unknown as { _socket: { _handle: { fd: number } } };
+    native.setsockoptInt(server._socket._handle.fd, C.SOL_SOCKET, C.SO_SNDBUF, 16 * 1024);
+    const transport = (consumer as unknown as { _socket: net.Socket })._socket;
+    transport.pause();
+    setTimeout(() => transport.resume(), 150);
+    const bulk = Array.from({ length: 32 }, (_, i) => randomBytes(32 * 1024 + i * 311));
+    for (const m of bulk) {
+      if (!peer.write(m)) await once(peer, 'drain');
+    }
+    let sent = Buffer.concat([...small, ...bulk]);
+    await until(() => frames.reduce((n, f) => n + f.length, 0) >= sent.length, 'every byte', 10_000);
+    const stats = live()!;
+    expect(stats.directPartial).toBeGreaterThan(0);
+    expect(stats.directWrites).toBeGreaterThan(20);
+    // another read after a ping went out
+    for (let i = 0; i < 1; i++) {
+      const before = pings;
+      await until(() => pings > before, 'a ping', 2000);
+      peer.write(small[i]!);
+      sent = Buffer.concat([sent, small[i]!]);
+    }
+    await until(() => frames.reduce((n, f) => n + f.length, 0) >= sent.length, 'the last bytes');
+    peer.end();
+    await until(() => texts.some((e) => e.type === 'eof'), 'eof', 5000);
+    expect(sha256(Buffer.concat(frames))).toBe(sha256(sent));
+    expect(Math.max(...frames.map((f) => f.length))).toBe(16 * 1024);
+    expect(texts.find((e) => e.type === 'eof')).toMatchObject({ offset: sent.length });
+    expect(consumer.readyState).toBe(WebSocket.OPEN); // every ping answered in time
+  });
+
+  it('a text consumer is not in direct mode', async () => {
+    await boot();
+    const { id, peer } = await session();
+    const consumer = ws(`/v1/sockets/${id}/stream`);
+    const events: any[] = [];
+    consumer.on('message', (d) => events.push(JSON.parse(d.toString())));
+    await once(consumer, 'open');
+    peer.write('hello');
+    await until(() => events.some((e) => e.type === 'data'), 'data');
+    expect(events.find((e) => e.type === 'data')).toMatchObject({ data: 'hello', bytes: 5 });
+    const stats = (t!.app.registry.find(id)?.consumer as { readerStats(): Record<string, number | boolean> | undefined }).readerStats();
+    expect(stats).toMatchObject({ direct: false, directWrites: 0 });
+  });
+});

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import type { ReadCallback } from '../../native/index.js';
+import type { PollerStats, ReadCallback } from '../../native/index.js';
 import { C, native, type Poller } from './native.js';
 
 export type WaitOutcome = 'ready' | 'timeout' | 'closed' | 'cancelled';
@@ -57,8 +57,21 @@ export class StreamReader {
     else this.free();
   }
 
+  /**
+   * Direct mode (native/index.d.ts setDirect): the addon writes each read's WebSocket frames to `fd` itself
+   * while `gate[0]` is nonzero; `fd` undefined ends it.
+   */
+  direct(fd: number | undefined, gate?: Int32Array, frameBytes?: number): void {
+    if (!this.stopped) this.poller.setDirect(fd ?? -1, gate, frameBytes);
+  }
+
   pause(): void {
     if (!this.stopped) this.poller.pauseReading();
+  }
+
+  /** The poll handle's counters (reads, direct writes...) while reading; undefined once stopped. */
+  stats(): PollerStats | undefined {
+    return this.stopped ? undefined : this.poller.stats();
   }
 
   resume(): void {
@@ -157,9 +170,9 @@ export class FdWatcher {
     assert.ok(!this.reader?.active, 'a reader is already active on this fd');
     this.poller ??= this.createPoller();
     // the addon calls onRead from readable events only, never inside startReading: `reader` is set by then
-    const pool = this.poller.startReading(opts.slots, opts.slotBytes, opts.budgetBytes, (slots, lengths, eof, error) => {
+    const pool = this.poller.startReading(opts.slots, opts.slotBytes, opts.budgetBytes, (slots, lengths, eof, error, written) => {
       reader.handedOut(slots.length);
-      onRead(slots, lengths, eof, error);
+      onRead(slots, lengths, eof, error, written);
     });
     const reader = new StreamReader(this.poller, pool, opts.slotBytes);
     this.reader = reader;

@@ -3,7 +3,9 @@ import type { Encoding } from '../../schemas/common.js';
 import { errors, SockctlError } from '../errors.js';
 import { isoNow, type EventLog, type SockEvent } from '../events/event-log.js';
 import { C, native } from '../io/native.js';
+import type { PollerStats } from '../../native/index.js';
 import type { StreamReader } from '../io/watcher.js';
+import { framesAfter } from '../io/ws-frames.js';
 import type { ManagedSocket } from './managed-socket.js';
 import { count } from './owner-counts.js';
 
@@ -16,6 +18,18 @@ export interface ConsumerSink {
    * (written out, or failed): the bytes may be a view of a reader's slot, reused after that.
    */
   binary(data: Buffer, done?: () => void): void;
+  /**
+   * The transport's connection for the native reader's direct mode (binary mode; DESIGN.md section 1 and
+   * native/index.d.ts setDirect): its fd, and a gate the sink keeps at 1 only while none of its own writes is
+   * pending there and the transport is open, and sets to 0 before the fd can close. Undefined when bytes
+   * may not go straight to the fd (TLS, no fd).
+   */
+  direct?(): { fd: number; gate: Int32Array } | undefined;
+  /**
+   * Raw bytes for the transport's connection, ahead of anything sent after: the rest of frames the native
+   * reader wrote in part. `done` as for binary().
+   */
+  raw(chunks: Buffer[], done: () => void): void;
   /** Batch what follows into one write of the transport (cork/uncork of its socket), or do nothing. */
   cork(): void;
   uncork(): void;
@@ -291,6 +305,11 @@ export class Consumer {
     }
   }
 
+  /** The native reader's counters while it reads (diagnostics and tests). */
+  readerStats(): PollerStats | undefined {
+    return this.reader?.stats();
+  }
+
   /** The client went away: stop reading; bytes it already sent still go out. */
   detach(): void {
     if (this.socket.consumer === this) this.socket.consumer = null;
@@ -508,8 +527,10 @@ export class Consumer {
     try {
       this.reader = this.socket.startReader(
         { slots: READER_SLOTS + retainSlots(this.opts.retainBytes), slotBytes: READ_CHUNK, budgetBytes: READ_BUDGET },
-        (slots, lengths, eof, error) => this.onRead(slots, lengths, eof, error),
+        (slots, lengths, eof, error, written) => this.onRead(slots, lengths, eof, error, written),
       );
+      const direct = this.opts.binary ? this.sink.direct?.() : undefined;
+      if (direct) this.reader.direct(direct.fd, direct.gate, STREAM_FRAME_BYTES);
     } catch (e) {
       if (!(e instanceof SockctlError)) throw e; // closed meanwhile
     }
@@ -523,17 +544,22 @@ export class Consumer {
    * In binary mode the frames are written before the chunks are accounted (a binary frame does not carry
    * the event): the event and retention took 4.4-7 µs between the read and the write (timestamps in the
    * service, median of ~1,600 messages a round, bench scenario 3), time the relay does not spend before its
-   * write. End to end, a same-run A/B of 30 rounds a side: p50 0.105 ms before, 0.100 after (relay 0.096);
-   * at 10 rounds the difference was lost in the rounds' spread (0.085-0.17 ms on either side). Text mode
-   * sends the event itself, so it is accounted first.
+   * write. In direct mode the addon wrote them already, before this callback, up to `written` bytes of
+   * frames; the rest goes first. Text mode sends the event itself, so it is accounted first.
    */
-  private onRead(slots: number[], lengths: number[], eof: boolean, error: Error | null): void {
+  private onRead(slots: number[], lengths: number[], eof: boolean, error: Error | null, written: number): void {
     const reader = this.reader!;
     const refs = slots.map((slot) => new SlotRef(reader, slot));
     const views = slots.map((slot, i) => reader.view(slot, lengths[i]!));
-    const ahead = this.opts.binary && !this.detached && this.socket.isOpen;
-    if (ahead) {
-      // the frames leave first, in one write; each write holds its slot's first reference
+    // the bytes go out in a write that holds each slot's first reference
+    const out = written > 0 || (this.opts.binary && !this.detached && this.socket.isOpen);
+    // all of it written directly: the write's references go after accounting (retention may hold the slots)
+    let writtenOut = false;
+    if (written > 0) {
+      const rest = framesAfter(views, written, STREAM_FRAME_BYTES);
+      if (rest.length === 0) writtenOut = true;
+      else this.sink.raw(rest, () => refs.forEach((ref) => ref.drop()));
+    } else if (out) {
       this.sink.cork();
       try {
         for (let i = 0; i < refs.length; i++) {
@@ -549,15 +575,15 @@ export class Consumer {
       for (let i = 0; i < refs.length; i++) {
         const ref = refs[i]!;
         if (this.detached || !this.socket.isOpen) {
-          if (!ahead) ref.drop();
+          if (!out) ref.drop();
           continue;
         }
         this.currentSlot = ref;
         this.socket.accountRead(views[i]!, false);
         if (this.currentSlot) {
-          // nobody took it (not subscribed): the event is out; unless the bytes went ahead, they are not needed
+          // nobody took it (not subscribed): the event is out; unless the bytes went out, they are not needed
           this.currentSlot = undefined;
-          if (!ahead) ref.drop();
+          if (!out) ref.drop();
         }
       }
       if (this.detached || !this.socket.isOpen) return;
@@ -572,6 +598,7 @@ export class Consumer {
       }
     } finally {
       this.sink.uncork();
+      if (writtenOut) for (const ref of refs) ref.drop();
     }
     if (reader.active && this.sink.buffered() >= this.opts.highWaterBytes && !this.drained) {
       reader.pause();
