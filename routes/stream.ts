@@ -28,7 +28,8 @@ export function directGate(ws: WebSocket): { fd: number; gate: Int32Array } | un
   const sock = underlying(ws) as NetSocket | undefined;
   const fd = sock?._handle?.fd;
   if (!sock || sock.encrypted || typeof fd !== 'number' || fd < 0) return undefined;
-  const gate = new Int32Array(1);
+  // over an ArrayBuffer of its own: off V8's heap from the start, so the address the addon keeps never moves
+  const gate = new Int32Array(new ArrayBuffer(4));
   let pending = 0;
   let shut = false;
   const update = () => void (gate[0] = !shut && pending === 0 && ws.readyState === ws.OPEN ? 1 : 0);
