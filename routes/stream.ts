@@ -34,16 +34,16 @@ export function directGate(ws: WebSocket): { fd: number; gate: Int32Array } | un
   let shut = false;
   const update = () => void (gate[0] = !shut && pending === 0 && ws.readyState === ws.OPEN ? 1 : 0);
   const write = sock.write as (this: NetSocket, ...args: unknown[]) => boolean;
+  // (the callback is an inline function: a named one would be made, and named, on every write)
   sock.write = function (this: NetSocket, chunk: unknown, encoding?: unknown, cb?: unknown) {
-    const callback = typeof encoding === 'function' ? encoding : cb;
+    const callback = (typeof encoding === 'function' ? encoding : cb) as ((err?: Error | null) => void) | undefined;
     pending++;
     gate[0] = 0;
-    const done = (err?: Error | null) => {
+    return write.call(this, chunk, typeof encoding === 'string' ? encoding : null, (err?: Error | null) => {
       pending--;
       update();
-      if (typeof callback === 'function') (callback as (err?: Error | null) => void)(err);
-    };
-    return typeof encoding === 'string' ? write.call(this, chunk, encoding, done) : write.call(this, chunk, done);
+      callback?.(err);
+    });
   } as typeof sock.write;
   const destroy = sock._destroy;
   sock._destroy = function (this: NetSocket, err, cb) {
@@ -112,8 +112,10 @@ const stream: FastifyPluginAsyncTypebox = async (app) => {
             binary: (data, done) => ws.send(data, { binary: true }, done ? () => (done(), afterWrite()) : afterWrite),
             direct: () => directGate(ws),
             raw: (chunks, done) => {
+              // as ws.send, nothing once the WebSocket is closing (the rest of a frame the addon began is
+              // written in the same turn as the addon's write, while it is open)
               const sock = underlying(ws);
-              if (!sock) return done();
+              if (!sock || ws.readyState !== ws.OPEN) return done();
               sock.cork();
               chunks.forEach((c, i) => sock.write(c, i === chunks.length - 1 ? () => (done(), afterWrite()) : undefined));
               sock.uncork();

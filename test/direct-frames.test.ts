@@ -118,6 +118,7 @@ describe('framesAfter', () => {
     expect([...frameHeader(125)]).toEqual([0x82, 125]);
     expect([...frameHeader(126)]).toEqual([0x82, 126, 0, 126]);
     expect([...frameHeader(65535)]).toEqual([0x82, 126, 0xff, 0xff]);
+    expect([...frameHeader(16 * 1024)]).toEqual([0x82, 126, 0x40, 0]);
   });
 });
 

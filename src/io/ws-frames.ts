@@ -2,11 +2,15 @@
  * The WebSocket binary frames the native reader writes itself in direct mode (native/index.d.ts setDirect):
  * server to client, so unmasked; FIN set, opcode 2; a 2-byte header up to 125 bytes of payload, else 4
  * (payloads of at most 65,535 bytes). When its write stops inside a frame, JS writes the rest, and the
- * frames after it, from the same layout.
+ * frames after it, from the same layout; while the gate is shut JS frames whole reads the same way.
  */
 export function frameHeader(length: number): Buffer {
+  if (length === 16 * 1024) return FULL_16K; // a stream's every full frame (consumer.ts STREAM_FRAME_BYTES)
   return length < 126 ? Buffer.from([0x82, length]) : Buffer.from([0x82, 126, length >> 8, length & 0xff]);
 }
+
+/** Written many times over and never changed. */
+const FULL_16K = Buffer.from([0x82, 126, 0x40, 0x00]);
 
 /**
  * The bytes still to write after the first `written` bytes of `payloads` framed as the addon frames them
@@ -18,14 +22,14 @@ export function framesAfter(payloads: Buffer[], written: number, frameBytes: num
   let skip = written;
   for (const payload of payloads) {
     for (let at = 0; at < payload.length; at += frameBytes) {
-      const body = payload.subarray(at, Math.min(payload.length, at + frameBytes));
-      const header = frameHeader(body.length);
-      if (skip >= header.length + body.length) {
-        skip -= header.length + body.length;
+      const length = Math.min(frameBytes, payload.length - at);
+      const headerLength = length < 126 ? 2 : 4;
+      if (skip >= headerLength + length) {
+        skip -= headerLength + length; // written whole: nothing made for it
         continue;
       }
-      if (skip < header.length) rest.push(skip === 0 ? header : header.subarray(skip));
-      rest.push(skip > header.length ? body.subarray(skip - header.length) : body);
+      if (skip < headerLength) rest.push(skip === 0 ? frameHeader(length) : frameHeader(length).subarray(skip));
+      rest.push(payload.subarray(at + Math.max(0, skip - headerLength), at + length));
       skip = 0;
     }
   }

@@ -268,6 +268,8 @@ export class Consumer {
   private readonly retained: Retained;
   /** The native reader (stream sockets). */
   private reader: StreamReader | undefined;
+  /** The reader is in direct mode: JS frames what it sends of the reads itself too (framesAfter, sink.raw). */
+  private direct = false;
   /**
    * The reader slot of the chunk being accounted (see onRead, forward). In binary mode that chunk is already
    * on its way to the client: onRead writes a read's frames before it accounts them.
@@ -530,7 +532,10 @@ export class Consumer {
         (slots, lengths, eof, error, written) => this.onRead(slots, lengths, eof, error, written),
       );
       const direct = this.opts.binary ? this.sink.direct?.() : undefined;
-      if (direct) this.reader.direct(direct.fd, direct.gate, STREAM_FRAME_BYTES);
+      if (direct) {
+        this.reader.direct(direct.fd, direct.gate, STREAM_FRAME_BYTES);
+        this.direct = true;
+      }
     } catch (e) {
       if (!(e instanceof SockctlError)) throw e; // closed meanwhile
     }
@@ -545,7 +550,8 @@ export class Consumer {
    * the event): the event and retention took 4.4-7 µs between the read and the write (timestamps in the
    * service, median of ~1,600 messages a round, bench scenario 3), time the relay does not spend before its
    * write. In direct mode the addon wrote them already, before this callback, up to `written` bytes of
-   * frames; the rest goes first. Text mode sends the event itself, so it is accounted first.
+   * frames; the rest goes first, framed here the same way (not through ws.send: one header and payload pair
+   * per frame is all it takes). Text mode sends the event itself, so it is accounted first.
    */
   private onRead(slots: number[], lengths: number[], eof: boolean, error: Error | null, written: number): void {
     const reader = this.reader!;
@@ -555,7 +561,8 @@ export class Consumer {
     const out = written > 0 || (this.opts.binary && !this.detached && this.socket.isOpen);
     // all of it written directly: the write's references go after accounting (retention may hold the slots)
     let writtenOut = false;
-    if (written > 0) {
+    if (written > 0 || (out && this.direct)) {
+      // what the addon did not write (all of it while the gate was shut), framed as it frames, in one write
       const rest = framesAfter(views, written, STREAM_FRAME_BYTES);
       if (rest.length === 0) writtenOut = true;
       else this.sink.raw(rest, () => refs.forEach((ref) => ref.drop()));
