@@ -351,6 +351,44 @@ describe('native reader: direct mode (the addon writes the frames)', () => {
     expect(consumer.readyState).toBe(WebSocket.OPEN); // every ping answered in time
   });
 
+  it('reads that come while the WebSocket is closing give their slots back once, and a resume replays them', async () => {
+    await boot();
+    const { id, peer } = await session();
+    const c1 = ws(`/v1/sockets/${id}/stream?binary=true`);
+    const frames: Buffer[] = [];
+    c1.on('message', (d: Buffer, bin) => bin && frames.push(d));
+    await once(c1, 'open');
+    const first = randomBytes(300 * 1024);
+    peer.write(first);
+    await until(() => frames.reduce((n, f) => n + f.length, 0) === first.length, 'the first part');
+    // the client sends its close frame and stops reading: the service's WebSocket is closing (its close frame
+    // sent, the connection half-closed) but not closed, so the consumer is still attached for a while
+    const transport = (c1 as unknown as { _socket: net.Socket })._socket;
+    c1.close(1000);
+    transport.pause();
+    const server = [...t!.app.websocketServer.clients][0]!;
+    await until(() => server.readyState === WebSocket.CLOSING, 'closing');
+    // reads while closing: each goes nowhere, and retention keeps it (slots, not copies: reads over 4 KiB)
+    const during = [randomBytes(100 * 1024), randomBytes(70 * 1024), randomBytes(200 * 1024)];
+    for (const d of during) {
+      const before = t!.app.registry.find(id)!.stats.bytesReceived;
+      peer.write(d);
+      await until(() => t!.app.registry.find(id)!.stats.bytesReceived === before + d.length, 'read while closing');
+    }
+    expect(t!.app.registry.find(id)?.consumer).not.toBeNull();
+    transport.destroy(); // the consumer detaches and its reader stops: the pool must stay while retention holds it
+    await until(() => t!.app.registry.find(id)?.consumer === null, 'detached');
+    const c2 = ws(`/v1/sockets/${id}/stream?binary=true&offset=0`);
+    const replay: Buffer[] = [];
+    const texts: any[] = [];
+    c2.on('message', (d: Buffer, bin) => (bin ? replay.push(d) : texts.push(JSON.parse(d.toString()))));
+    await once(c2, 'open');
+    const all = Buffer.concat([first, ...during]);
+    await until(() => replay.reduce((n, f) => n + f.length, 0) >= all.length || texts.length > 0, 'the replay');
+    expect(texts).toEqual([]);
+    expect(sha256(Buffer.concat(replay))).toBe(sha256(all));
+  });
+
   it('a text consumer is not in direct mode', async () => {
     await boot();
     const { id, peer } = await session();

@@ -559,13 +559,20 @@ export class Consumer {
     const views = slots.map((slot, i) => reader.view(slot, lengths[i]!));
     // the bytes go out in a write that holds each slot's first reference
     const out = written > 0 || (this.opts.binary && !this.detached && this.socket.isOpen);
-    // all of it written directly: the write's references go after accounting (retention may hold the slots)
-    let writtenOut = false;
+    // The write's references go once it is done, never before the read is accounted: retention takes its own
+    // reference then, and a slot given back before that would be given back twice. A write that is over at
+    // once (the addon wrote it all, or the transport is closing) leaves them to the end of this call.
+    let accounting = true;
+    let dropAfter = false;
     if (written > 0 || (out && this.direct)) {
       // what the addon did not write (all of it while the gate was shut), framed as it frames, in one write
       const rest = framesAfter(views, written, STREAM_FRAME_BYTES);
-      if (rest.length === 0) writtenOut = true;
-      else this.sink.raw(rest, () => refs.forEach((ref) => ref.drop()));
+      if (rest.length === 0) dropAfter = true;
+      else
+        this.sink.raw(rest, () => {
+          if (accounting) dropAfter = true;
+          else for (const ref of refs) ref.drop();
+        });
     } else if (out) {
       this.sink.cork();
       try {
@@ -605,7 +612,8 @@ export class Consumer {
       }
     } finally {
       this.sink.uncork();
-      if (writtenOut) for (const ref of refs) ref.drop();
+      accounting = false;
+      if (dropAfter) for (const ref of refs) ref.drop();
     }
     if (reader.active && this.sink.buffered() >= this.opts.highWaterBytes && !this.drained) {
       reader.pause();
