@@ -119,6 +119,9 @@ describe('framesAfter', () => {
     expect([...frameHeader(126)]).toEqual([0x82, 126, 0, 126]);
     expect([...frameHeader(65535)]).toEqual([0x82, 126, 0xff, 0xff]);
     expect([...frameHeader(16 * 1024)]).toEqual([0x82, 126, 0x40, 0]);
+    // full frames share one header; each appears whole in the rest
+    const rest = framesAfter([randomBytes(3 * FRAME)], 0, FRAME);
+    expect(rest.filter((_, i) => i % 2 === 0).map((h) => [...h])).toEqual(Array(3).fill([0x82, 126, 0x40, 0]));
   });
 });
 
@@ -228,12 +231,17 @@ describe('the consumer stream\'s gate (routes/stream.ts directGate)', () => {
   it('is open only while the WebSocket is open and none of its own writes is pending; shut for good by close or destroy', async () => {
     const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
     await once(wss, 'listening');
-    try {
+    /** A client connected to `wss`, and the server's end of it. */
+    const connected = async () => {
       const accepted = once(wss, 'connection');
       const client = new WebSocket(`ws://127.0.0.1:${(wss.address() as { port: number }).port}`);
       client.on('error', () => undefined);
       const [server] = (await accepted) as [WebSocket];
       await once(client, 'open');
+      return { client, server };
+    };
+    try {
+      const { client, server } = await connected();
       const d = directGate(server)!;
       expect(d.fd).toBeGreaterThan(2);
       expect(d.gate[0]).toBe(1);
@@ -262,11 +270,7 @@ describe('the consumer stream\'s gate (routes/stream.ts directGate)', () => {
       expect(d.gate[0]).toBe(0);
 
       // destroyed without a write (the client vanished): shut before the fd closes
-      const accepted2 = once(wss, 'connection');
-      const client2 = new WebSocket(`ws://127.0.0.1:${(wss.address() as { port: number }).port}`);
-      client2.on('error', () => undefined);
-      const [server2] = (await accepted2) as [WebSocket];
-      await once(client2, 'open');
+      const { client: client2, server: server2 } = await connected();
       const d2 = directGate(server2)!;
       expect(d2.gate[0]).toBe(1);
       (server2 as unknown as { _socket: Socket })._socket.destroy();

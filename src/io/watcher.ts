@@ -59,10 +59,10 @@ export class StreamReader {
 
   /**
    * Direct mode (native/index.d.ts setDirect): the addon writes each read's WebSocket frames to `fd` itself
-   * while `gate[0]` is nonzero; `fd` undefined ends it.
+   * while `gate[0]` is nonzero, for as long as the reader reads.
    */
-  direct(fd: number | undefined, gate?: Int32Array, frameBytes?: number): void {
-    if (!this.stopped) this.poller.setDirect(fd ?? -1, gate, frameBytes);
+  direct(fd: number, gate: Int32Array, frameBytes: number): void {
+    if (!this.stopped) this.poller.setDirect(fd, gate, frameBytes);
   }
 
   pause(): void {

@@ -5,12 +5,8 @@
  * frames after it, from the same layout; while the gate is shut JS frames whole reads the same way.
  */
 export function frameHeader(length: number): Buffer {
-  if (length === 16 * 1024) return FULL_16K; // a stream's every full frame (consumer.ts STREAM_FRAME_BYTES)
   return length < 126 ? Buffer.from([0x82, length]) : Buffer.from([0x82, 126, length >> 8, length & 0xff]);
 }
-
-/** Written many times over and never changed. */
-const FULL_16K = Buffer.from([0x82, 126, 0x40, 0x00]);
 
 /**
  * The bytes still to write after the first `written` bytes of `payloads` framed as the addon frames them
@@ -20,6 +16,7 @@ const FULL_16K = Buffer.from([0x82, 126, 0x40, 0x00]);
 export function framesAfter(payloads: Buffer[], written: number, frameBytes: number): Buffer[] {
   const rest: Buffer[] = [];
   let skip = written;
+  let full: Buffer | undefined; // the header of every full frame, made once (never changed, written many times)
   for (const payload of payloads) {
     for (let at = 0; at < payload.length; at += frameBytes) {
       const length = Math.min(frameBytes, payload.length - at);
@@ -28,7 +25,8 @@ export function framesAfter(payloads: Buffer[], written: number, frameBytes: num
         skip -= headerLength + length; // written whole: nothing made for it
         continue;
       }
-      if (skip < headerLength) rest.push(skip === 0 ? frameHeader(length) : frameHeader(length).subarray(skip));
+      const header = length === frameBytes ? (full ??= frameHeader(length)) : frameHeader(length);
+      if (skip < headerLength) rest.push(skip === 0 ? header : header.subarray(skip));
       rest.push(payload.subarray(at + Math.max(0, skip - headerLength), at + length));
       skip = 0;
     }

@@ -557,14 +557,14 @@ export class Consumer {
     const reader = this.reader!;
     const refs = slots.map((slot) => new SlotRef(reader, slot));
     const views = slots.map((slot, i) => reader.view(slot, lengths[i]!));
-    // the bytes go out in a write that holds each slot's first reference
+    // the bytes go out in a write that holds each slot's first reference (those the addon wrote in part too)
     const out = written > 0 || (this.opts.binary && !this.detached && this.socket.isOpen);
     // The write's references go once it is done, never before the read is accounted: retention takes its own
     // reference then, and a slot given back before that would be given back twice. A write that is over at
     // once (the addon wrote it all, or the transport is closing) leaves them to the end of this call.
     let accounting = true;
     let dropAfter = false;
-    if (written > 0 || (out && this.direct)) {
+    if (out && this.direct) {
       // what the addon did not write (all of it while the gate was shut), framed as it frames, in one write
       const rest = framesAfter(views, written, STREAM_FRAME_BYTES);
       if (rest.length === 0) dropAfter = true;
