@@ -71,18 +71,20 @@ export interface TcpInfo {
 }
 
 /**
- * The reader's callback, one per readable event that read something, hit EOF or failed: the slots filled
- * (in stream order) and how many bytes each holds; `eof` when recvmsg returned 0 (after the data of this
- * call: reading is over); `error` when recvmsg failed (an Error with code, errno, syscall "recvmsg", after
- * the data of this call; reading is paused until resumeReading()). Each slot listed is JS's until
- * release(slot): its bytes are `new Uint8Array(pool, slot * slotBytes, length)`. `written`: in direct mode
- * (setDirect), how many bytes of these slots' WebSocket frames (headers included, in order) the addon
- * already wrote to the direct fd; 0 when it wrote none (off, the gate shut, the fd's buffer full or an
- * error), and then JS sends them all. Less than all: JS writes the rest of the frame it stopped in first.
+ * The reader's callback, one per readable event that read something, hit EOF or failed: `table` holds the
+ * slots filled (in stream order) and how many bytes each holds, as `count` pairs [slot, length] from its
+ * start (the reader's one Uint32Array, rewritten for every callback: read it during the call); `eof` when
+ * recvmsg returned 0 (after the data of this call: reading is over); `error` when recvmsg failed (an Error
+ * with code, errno, syscall "recvmsg", after the data of this call; reading is paused until
+ * resumeReading()). Each slot listed is JS's until release(slot): its bytes are
+ * `new Uint8Array(pool, slot * slotBytes, length)`. `written`: in direct mode (setDirect), how many bytes
+ * of these slots' WebSocket frames (headers included, in order) the addon already wrote to the direct fd;
+ * 0 when it wrote none (off, the gate shut, the fd's buffer full or an error), and then JS sends them all.
+ * Less than all: JS writes the rest of the frame it stopped in first.
  */
 export type ReadCallback = (
-  slots: number[],
-  lengths: number[],
+  table: Uint32Array,
+  count: number,
   eof: boolean,
   error: (Error & { code: string; errno: number; syscall: string }) | null,
   written: number,

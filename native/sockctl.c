@@ -400,6 +400,8 @@ typedef struct {
     uint8_t *held;        /* held[i]: slot i is JS's until release(i) */
     uint32_t *out_slot;   /* one event's filled slots and lengths, handed to the callback */
     uint32_t *out_len;
+    napi_ref table;       /* the callback's Uint32Array: [slot, length] pairs, rewritten for each callback */
+    uint32_t *table_data;
     bool paused;          /* pauseReading(), or an error until resumeReading() */
     bool eof;             /* recvmsg returned 0: final */
     /* Direct mode (setDirect): each read's bytes go out as WebSocket binary frames of at most frame_bytes,
@@ -1114,6 +1116,8 @@ static void reader_free(poller_t *p) {
         napi_delete_reference(p->env, r->pool);
     if (r->gate_ref != NULL)
         napi_delete_reference(p->env, r->gate_ref);
+    if (r->table != NULL)
+        napi_delete_reference(p->env, r->table);
     free(r->free);
     free(r->held);
     free(r->out_slot);
@@ -1281,19 +1285,24 @@ static void poller_call(poller_t *p, napi_value cb, size_t argc, napi_value *arg
         napi_fatal_exception(env, exc); /* no JS caller to throw to */
 }
 
-/* The reader's callback: onRead(slots, lengths, eof, error, written). Nothing of the reader is used after it. */
+/*
+ * The reader's callback: onRead(table, count, eof, error, written), the slots and lengths as `count` pairs at
+ * the start of the reader's one Uint32Array (no array made per callback: through N-API, two arrays and their
+ * elements cost about as much as the callback's own JS). Nothing of the reader is used after it.
+ */
 static void reader_deliver(poller_t *p, reader_t *r, uint32_t count, bool eof, int err, size_t written) {
     napi_env env = p->env;
-    napi_value cb, argv[5], v;
+    napi_value cb, argv[5];
+    for (uint32_t i = 0; i < count; i++) {
+        r->table_data[2 * i] = r->out_slot[i];
+        r->table_data[2 * i + 1] = r->out_len[i];
+    }
     bool ok = napi_get_reference_value(env, r->cb, &cb) == napi_ok && cb != NULL &&
-              napi_create_array_with_length(env, count, &argv[0]) == napi_ok &&
-              napi_create_array_with_length(env, count, &argv[1]) == napi_ok;
-    for (uint32_t i = 0; ok && i < count; i++)
-        ok = napi_create_uint32(env, r->out_slot[i], &v) == napi_ok && napi_set_element(env, argv[0], i, v) == napi_ok &&
-             napi_create_uint32(env, r->out_len[i], &v) == napi_ok && napi_set_element(env, argv[1], i, v) == napi_ok;
-    ok = ok && napi_get_boolean(env, eof, &argv[2]) == napi_ok &&
-         (err != 0 ? (argv[3] = errno_error(env, "recvmsg", err)) != NULL : napi_get_null(env, &argv[3]) == napi_ok) &&
-         napi_create_double(env, (double)written, &argv[4]) == napi_ok;
+              napi_get_reference_value(env, r->table, &argv[0]) == napi_ok && argv[0] != NULL &&
+              napi_create_uint32(env, count, &argv[1]) == napi_ok &&
+              napi_get_boolean(env, eof, &argv[2]) == napi_ok &&
+              (err != 0 ? (argv[3] = errno_error(env, "recvmsg", err)) != NULL : napi_get_null(env, &argv[3]) == napi_ok) &&
+              napi_create_double(env, (double)written, &argv[4]) == napi_ok;
     if (!ok) { /* JS never sees these slots: take them back (the bytes are lost, as with any failed read) */
         bool pending = false;
         for (uint32_t i = 0; i < count; i++) {
@@ -1521,6 +1530,16 @@ static napi_value js_poller_start_reading(napi_env env, napi_callback_info info)
         return NULL;
     }
     r->base = data;
+    napi_value table_ab, table;
+    void *table_data = NULL;
+    if (napi_create_arraybuffer(env, (size_t)n * 2 * sizeof(uint32_t), &table_data, &table_ab) != napi_ok ||
+        napi_create_typedarray(env, napi_uint32_array, (size_t)n * 2, table_ab, 0, &table) != napi_ok ||
+        napi_create_reference(env, table, 1, &r->table) != napi_ok) {
+        napi_failed(env, "startReading");
+        reader_free(p);
+        return NULL;
+    }
+    r->table_data = table_data;
     int rc = poller_update(p);
     if (rc < 0) {
         reader_free(p);

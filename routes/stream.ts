@@ -21,8 +21,9 @@ type NetSocket = Duplex & { _handle?: { fd?: number } | null; encrypted?: boolea
  * the WebSocket is open and none of ws's own writes (frames, pings, pongs, close) is pending on the
  * connection, so that the native reader's frames never land inside one of them. Every write of ws goes
  * through its socket's write(); the gate shuts there and opens again from the last pending write's
- * callback (the bytes are in the kernel then). It shuts for good in _destroy, before libuv closes the fd
- * (whose number may be reused at once). Undefined for a TLS socket or one without an fd.
+ * callback (the bytes are in the kernel then), and writes made before the gate was are waited for too. It
+ * shuts for good in _destroy, before libuv closes the fd (whose number may be reused at once). Undefined for
+ * a TLS socket or one without an fd.
  */
 export function directGate(ws: WebSocket): { fd: number; gate: Int32Array } | undefined {
   const sock = underlying(ws) as NetSocket | undefined;
@@ -51,7 +52,10 @@ export function directGate(ws: WebSocket): { fd: number; gate: Int32Array } | un
     gate[0] = 0;
     return destroy.call(this, err, cb);
   };
-  update();
+  // writes made before this one (a resume's replay, say) may still be pending: an empty write, queued behind
+  // them, keeps the gate shut until they are out
+  if (sock.writableLength > 0) sock.write(Buffer.alloc(0));
+  else update();
   return { fd, gate };
 }
 

@@ -89,8 +89,9 @@ function directReader(fd: number, target: number, gate: Int32Array, onBatch?: (b
   const p = N.createPoller(fd, () => undefined);
   pollers.add(p);
   const pool = Buffer.from(
-    p.startReading(slots, slotBytes, budget, (s, l, _eof, _err, written) => {
-      const b = { bytes: s.map((slot, i) => Buffer.from(pool.subarray(slot * slotBytes, slot * slotBytes + l[i]!))), written };
+    p.startReading(slots, slotBytes, budget, (table, count, _eof, _err, written) => {
+      const s = Array.from({ length: count }, (_, i) => table[2 * i]!);
+      const b = { bytes: s.map((slot, i) => Buffer.from(pool.subarray(slot * slotBytes, slot * slotBytes + table[2 * i + 1]!))), written };
       batches.push(b);
       onBatch?.(b);
       for (const slot of s) p.release(slot);
@@ -262,6 +263,21 @@ describe('the consumer stream\'s gate (routes/stream.ts directGate)', () => {
       transport.resume();
       await until(() => got === big.length, 'the message');
       await until(() => d.gate[0] === 1, 'open after the send');
+      // writes made before the gate (a resume's replay): shut until they are out too
+      const { client: client3, server: server3 } = await connected();
+      const transport3 = (client3 as unknown as { _socket: Socket })._socket;
+      transport3.pause();
+      server3.send(big);
+      await sleep(50);
+      expect(server3.bufferedAmount).toBeGreaterThan(0);
+      const d3 = directGate(server3)!;
+      expect(d3.gate[0]).toBe(0);
+      let got3 = 0;
+      client3.on('message', (m: Buffer) => (got3 += m.length));
+      transport3.resume();
+      await until(() => got3 === big.length, 'the earlier message');
+      await until(() => d3.gate[0] === 1, 'open once it is out');
+      client3.terminate();
       // closing: shut for good
       server.close(1000);
       expect(d.gate[0]).toBe(0);

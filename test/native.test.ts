@@ -963,12 +963,19 @@ describe('Poller reading mode (the streaming reader)', () => {
   /** A reader on fd that records each callback (with copies of the bytes) and keeps the slots unless `autoRelease`. */
   function reading(fd: number, slots: number, slotBytes: number, budget: number, opts: { autoRelease?: boolean; onBatch?: (b: Batch) => void } = {}) {
     const batches: Batch[] = [];
+    const tables: Uint32Array[] = [];
     let pool: Buffer;
     const jsCalls: Array<[number, number]> = [];
     const p = N.createPoller(fd, (status, events) => jsCalls.push([status, events]));
     pollers.add(p);
     pool = Buffer.from(
-      p.startReading(slots, slotBytes, budget, (s, l, eof, error) => {
+      p.startReading(slots, slotBytes, budget, (table, count, eof, error) => {
+        const s = Array.from({ length: count }, (_, i) => table[2 * i]!);
+        const l = Array.from({ length: count }, (_, i) => table[2 * i + 1]!);
+        // one table, the same for every callback: [slot, length] pairs from its start
+        expect(table.length).toBe(2 * slots);
+        if (!tables.includes(table)) tables.push(table);
+        expect(tables).toHaveLength(1);
         const b: Batch = { slots: s, lengths: l, eof, error: error as SysError | null, bytes: s.map((slot, i) => Buffer.from(pool.subarray(slot * slotBytes, slot * slotBytes + (l[i] ?? 0)))) };
         batches.push(b);
         opts.onBatch?.(b);
@@ -1194,7 +1201,7 @@ describe('Poller reading mode (the streaming reader)', () => {
     expect(r.batches).toHaveLength(1); // the data waits in the kernel
     const got: string[] = [];
     let pool2: Buffer;
-    pool2 = Buffer.from(r.p.startReading(2, 64, 128, (s, l) => got.push(text(pool2.subarray(s[0]! * 64, s[0]! * 64 + l[0]!)))));
+    pool2 = Buffer.from(r.p.startReading(2, 64, 128, (t) => got.push(text(pool2.subarray(t[0]! * 64, t[0]! * 64 + t[1]!)))));
     await until(() => got.length === 1, 'second reader');
     expect(got).toEqual(['two']);
     expect(text(r.pool().subarray(0, 3))).toBe('one'); // the first pool is untouched

@@ -389,6 +389,37 @@ describe('native reader: direct mode (the addon writes the frames)', () => {
     expect(sha256(Buffer.concat(replay))).toBe(sha256(all));
   });
 
+  it('a resume\'s replay goes out before the first direct write of the reads that follow it', async () => {
+    await boot();
+    const { id, peer } = await session();
+    const c1 = ws(`/v1/sockets/${id}/stream?binary=true`);
+    let first = 0;
+    c1.on('message', (d: Buffer) => (first += d.length));
+    await once(c1, 'open');
+    const old = randomBytes(8 * MiB - 1000);
+    peer.write(old);
+    await until(() => first === old.length, 'the first part', 10_000);
+    c1.close(1000);
+    await until(() => t!.app.registry.find(id)?.consumer === null, 'detached');
+    // more bytes wait in the kernel when the resume comes: the replay (megabytes, queued in JS) and the new
+    // reader start together, and the reader's first read must not pass the replay
+    const fresh = randomBytes(200 * 1024);
+    const before = t!.app.registry.find(id)!.stats.bytesReceived;
+    peer.write(fresh);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(t!.app.registry.find(id)!.stats.bytesReceived).toBe(before); // not read yet: nobody reads
+    const c2 = ws(`/v1/sockets/${id}/stream?binary=true&offset=0`);
+    const frames: Buffer[] = [];
+    let failed: unknown;
+    c2.on('message', (d: Buffer, bin) => bin && frames.push(d));
+    c2.on('error', (e) => (failed = e));
+    await once(c2, 'open');
+    const all = Buffer.concat([old, fresh]);
+    await until(() => failed !== undefined || frames.reduce((n, f) => n + f.length, 0) >= all.length, 'every byte', 10_000);
+    expect(failed).toBeUndefined();
+    expect(sha256(Buffer.concat(frames))).toBe(sha256(all));
+  });
+
   it('a text consumer is not in direct mode', async () => {
     await boot();
     const { id, peer } = await session();

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import type { PollerStats, ReadCallback } from '../../native/index.js';
+import type { PollerStats } from '../../native/index.js';
 import { C, native, type Poller } from './native.js';
 
 export type WaitOutcome = 'ready' | 'timeout' | 'closed' | 'cancelled';
@@ -10,6 +10,19 @@ interface Waiter {
   settle: (outcome: WaitOutcome) => void;
   timer: NodeJS.Timeout | undefined;
 }
+
+/**
+ * A reader's readable event (native/index.d.ts ReadCallback), with the slots and their lengths as arrays:
+ * the slots filled in stream order, then EOF or the error after their data, and how much of their frames
+ * the addon wrote itself in direct mode.
+ */
+export type ReaderCallback = (
+  slots: number[],
+  lengths: number[],
+  eof: boolean,
+  error: (Error & { code: string; errno: number; syscall: string }) | null,
+  written: number,
+) => void;
 
 export interface ReaderOptions {
   /** Slots in the pool (allocated once per reader). */
@@ -165,13 +178,19 @@ export class FdWatcher {
    * Starts the native streaming reader on this fd (a SOCK_STREAM), one at a time: `onRead` gets the filled
    * slots of each readable event (see native/index.d.ts ReadCallback). Throws if a reader is active.
    */
-  read(opts: ReaderOptions, onRead: ReadCallback): StreamReader {
+  read(opts: ReaderOptions, onRead: ReaderCallback): StreamReader {
     if (this.closed) throw Object.assign(new Error('read: the fd is closed'), { code: 'EBADF', errno: C.EBADF, syscall: 'recvmsg' });
     assert.ok(!this.reader?.active, 'a reader is already active on this fd');
     this.poller ??= this.createPoller();
     // the addon calls onRead from readable events only, never inside startReading: `reader` is set by then
-    const pool = this.poller.startReading(opts.slots, opts.slotBytes, opts.budgetBytes, (slots, lengths, eof, error, written) => {
-      reader.handedOut(slots.length);
+    const pool = this.poller.startReading(opts.slots, opts.slotBytes, opts.budgetBytes, (table, count, eof, error, written) => {
+      const slots: number[] = [];
+      const lengths: number[] = [];
+      for (let i = 0; i < count; i++) {
+        slots.push(table[2 * i]!);
+        lengths.push(table[2 * i + 1]!);
+      }
+      reader.handedOut(count);
       onRead(slots, lengths, eof, error, written);
     });
     const reader = new StreamReader(this.poller, pool, opts.slotBytes);

@@ -6,8 +6,7 @@ import { errors, fromSysError, isErrno, isSysError, SockctlError, syscallError }
 import type { EventLog } from '../events/event-log.js';
 import { ClosedWhileWaiting, Deadline, retryUntilReady } from '../io/blocking.js';
 import { C, native, type SockAddr } from '../io/native.js';
-import { FdWatcher, type ReaderOptions, type StreamReader, type WaitOutcome } from '../io/watcher.js';
-import type { ReadCallback } from '../../native/index.js';
+import { FdWatcher, type ReaderCallback, type ReaderOptions, type StreamReader, type WaitOutcome } from '../io/watcher.js';
 import { describe, isUnbound, sockaddrView, wireAddress } from './addresses.js';
 import type { FamilyBehaviour } from './families.js';
 import type { Access } from '../policy/access.js';
@@ -398,7 +397,7 @@ export class ManagedSocket {
    * The consumer stream's native reader (DESIGN.md section 1) on this socket's one poll handle; it ends
    * with the socket. What it reads is accounted with accountRead / readFailed, as pull() accounts its reads.
    */
-  startReader(opts: ReaderOptions, onRead: ReadCallback): StreamReader {
+  startReader(opts: ReaderOptions, onRead: ReaderCallback): StreamReader {
     this.guard('recvmsg');
     return this.watcher.read(opts, onRead);
   }
