@@ -23,12 +23,13 @@ type NetSocket = Duplex & { _handle?: { fd?: number } | null; encrypted?: boolea
  * through its socket's write(); the gate shuts there and opens again from the last pending write's
  * callback (the bytes are in the kernel then), and writes made before the gate was are waited for too. It
  * shuts for good in _destroy, before libuv closes the fd (whose number may be reused at once). Undefined for
- * a TLS socket or one without an fd.
+ * a TLS socket, one without an fd, or a WebSocket with an extension.
  */
 export function directGate(ws: WebSocket): { fd: number; gate: Int32Array } | undefined {
   const sock = underlying(ws) as NetSocket | undefined;
   const fd = sock?._handle?.fd;
-  if (!sock || sock.encrypted || typeof fd !== 'number' || fd < 0) return undefined;
+  // with an extension (permessage-deflate, off in this service) ws could hold frames back in its sender
+  if (!sock || sock.encrypted || ws.extensions !== '' || typeof fd !== 'number' || fd < 0) return undefined;
   // over an ArrayBuffer of its own: off V8's heap from the start, so the address the addon keeps never moves
   const gate = new Int32Array(new ArrayBuffer(4));
   let pending = 0;
