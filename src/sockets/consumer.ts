@@ -183,15 +183,17 @@ class Retained {
     while (this.head < this.chunks.length && (heldByUser.get(this.owner) ?? 0) > userLimit) this.dropOldest();
     // too many slots held (short reads, small chunks): some become copies so that the reader keeps enough
     // free; the small ones first (the cheapest copies), then the oldest
-    for (const small of [true, false]) {
-      for (let i = 0; this.slotted.length > maxSlots && i < this.slotted.length; ) {
-        const c = this.slotted[i]!;
-        if (small && c.length > READ_CHUNK / 4) {
-          i++;
-          continue;
+    if (this.slotted.length > maxSlots) {
+      for (const small of [true, false]) {
+        for (let i = 0; this.slotted.length > maxSlots && i < this.slotted.length; ) {
+          const c = this.slotted[i]!;
+          if (small && c.length > READ_CHUNK / 4) {
+            i++;
+            continue;
+          }
+          c.data = Buffer.from(c.data);
+          this.release(c); // removes it from `slotted`
         }
-        c.data = Buffer.from(c.data);
-        this.release(c); // removes it from `slotted`
       }
     }
     if (this.head > 1024 && this.head * 2 > this.chunks.length) {
