@@ -398,10 +398,8 @@ typedef struct {
     uint32_t nslots, nfree;
     uint32_t *free;       /* a stack of free slot indices (the last released is reused first: warm) */
     uint8_t *held;        /* held[i]: slot i is JS's until release(i) */
-    uint32_t *out_slot;   /* one event's filled slots and lengths, handed to the callback */
-    uint32_t *out_len;
-    napi_ref table;       /* the callback's Uint32Array: [slot, length] pairs, rewritten for each callback */
-    uint32_t *table_data;
+    napi_ref table;       /* the callback's Uint32Array: one event's filled slots, as [slot, length] pairs */
+    uint32_t *out;        /* its memory: out[2i] the i-th slot, out[2i + 1] its length */
     bool paused;          /* pauseReading(), or an error until resumeReading() */
     bool eof;             /* recvmsg returned 0: final */
     /* Direct mode (setDirect): each read's bytes go out as WebSocket binary frames of at most frame_bytes,
@@ -1120,8 +1118,6 @@ static void reader_free(poller_t *p) {
         napi_delete_reference(p->env, r->table);
     free(r->free);
     free(r->held);
-    free(r->out_slot);
-    free(r->out_len);
     free(r);
 }
 
@@ -1167,7 +1163,7 @@ static void poller_finalize(napi_env env, void *data, void *hint) {
 
 /*
  * One readable event of the reader: recvmsg into free slots until EAGAIN, a short read (the queue is
- * drained), EOF, an error, `budget` bytes or no free slot. Fills r->out_slot/out_len; returns the count.
+ * drained), EOF, an error, `budget` bytes or no free slot. Fills r->out (pairs); returns the count.
  */
 static uint32_t reader_read(poller_t *p, reader_t *r, bool *eof, int *err) {
     size_t total = 0;
@@ -1194,8 +1190,8 @@ static uint32_t reader_read(poller_t *p, reader_t *r, bool *eof, int *err) {
         for (; used < k && left > 0; used++) {
             size_t take = left < r->slot_bytes ? left : r->slot_bytes;
             r->held[idx[used]] = 1;
-            r->out_slot[count] = idx[used];
-            r->out_len[count++] = (uint32_t)take;
+            r->out[2 * count] = idx[used];
+            r->out[2 * count++ + 1] = (uint32_t)take;
             left -= take;
         }
         for (uint32_t i = k; i > used; i--) /* unused slots back, so that the next pop takes them in order */
@@ -1236,8 +1232,8 @@ static size_t reader_direct(reader_t *r, uint32_t count) {
     uint8_t hdr[DIRECT_MAX_FRAMES][4];
     size_t k = 0, f = 0;
     for (uint32_t i = 0; i < count; i++) {
-        char *at = r->base + (size_t)r->out_slot[i] * r->slot_bytes;
-        size_t len = r->out_len[i];
+        char *at = r->base + (size_t)r->out[2 * i] * r->slot_bytes;
+        size_t len = r->out[2 * i + 1];
         for (size_t off = 0; off < len; off += r->frame_bytes) {
             size_t n = len - off < r->frame_bytes ? len - off : r->frame_bytes;
             if (f == DIRECT_MAX_FRAMES)
@@ -1293,10 +1289,6 @@ static void poller_call(poller_t *p, napi_value cb, size_t argc, napi_value *arg
 static void reader_deliver(poller_t *p, reader_t *r, uint32_t count, bool eof, int err, size_t written) {
     napi_env env = p->env;
     napi_value cb, argv[5];
-    for (uint32_t i = 0; i < count; i++) {
-        r->table_data[2 * i] = r->out_slot[i];
-        r->table_data[2 * i + 1] = r->out_len[i];
-    }
     bool ok = napi_get_reference_value(env, r->cb, &cb) == napi_ok && cb != NULL &&
               napi_get_reference_value(env, r->table, &argv[0]) == napi_ok && argv[0] != NULL &&
               napi_create_uint32(env, count, &argv[1]) == napi_ok &&
@@ -1306,8 +1298,8 @@ static void reader_deliver(poller_t *p, reader_t *r, uint32_t count, bool eof, i
     if (!ok) { /* JS never sees these slots: take them back (the bytes are lost, as with any failed read) */
         bool pending = false;
         for (uint32_t i = 0; i < count; i++) {
-            r->held[r->out_slot[i]] = 0;
-            r->free[r->nfree++] = r->out_slot[i];
+            r->held[r->out[2 * i]] = 0;
+            r->free[r->nfree++] = r->out[2 * i];
         }
         poller_update(p);
         if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
@@ -1504,12 +1496,9 @@ static napi_value js_poller_start_reading(napi_env env, napi_callback_info info)
         FAIL(throw_error(env, "EOPNOTSUPP", EOPNOTSUPP, "startReading", "reading mode is for SOCK_STREAM sockets"));
     reader_t *r = calloc(1, sizeof *r);
     uint32_t n = (uint32_t)slots;
-    if (r == NULL || (r->free = calloc(n, sizeof *r->free)) == NULL || (r->held = calloc(n, 1)) == NULL ||
-        (r->out_slot = calloc(n, sizeof *r->out_slot)) == NULL || (r->out_len = calloc(n, sizeof *r->out_len)) == NULL) {
+    if (r == NULL || (r->free = calloc(n, sizeof *r->free)) == NULL || (r->held = calloc(n, 1)) == NULL) {
         if (r != NULL) {
             free(r->free);
-            free(r->held);
-            free(r->out_slot);
             free(r);
         }
         FAIL(throw_errno(env, "startReading", ENOMEM));
@@ -1531,15 +1520,15 @@ static napi_value js_poller_start_reading(napi_env env, napi_callback_info info)
     }
     r->base = data;
     napi_value table_ab, table;
-    void *table_data = NULL;
-    if (napi_create_arraybuffer(env, (size_t)n * 2 * sizeof(uint32_t), &table_data, &table_ab) != napi_ok ||
+    void *out = NULL;
+    if (napi_create_arraybuffer(env, (size_t)n * 2 * sizeof(uint32_t), &out, &table_ab) != napi_ok ||
         napi_create_typedarray(env, napi_uint32_array, (size_t)n * 2, table_ab, 0, &table) != napi_ok ||
         napi_create_reference(env, table, 1, &r->table) != napi_ok) {
         napi_failed(env, "startReading");
         reader_free(p);
         return NULL;
     }
-    r->table_data = table_data;
+    r->out = out;
     int rc = poller_update(p);
     if (rc < 0) {
         reader_free(p);

@@ -9,7 +9,7 @@ import { createRequire } from 'node:module';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { Native, Poller } from '../native/index.js';
-import { directGate } from '../routes/stream.js';
+import { directGate } from '../src/plugins/websocket.js';
 import { frameHeader, framesAfter } from '../src/io/ws-frames.js';
 
 const N = createRequire(import.meta.url)('../build/Release/sockctl.node') as Native;
@@ -228,7 +228,7 @@ describe('Poller direct mode', () => {
   });
 });
 
-describe('the consumer stream\'s gate (routes/stream.ts directGate)', () => {
+describe('the consumer stream\'s gate (src/plugins/websocket.ts directGate)', () => {
   it('is open only while the WebSocket is open and none of its own writes is pending; shut for good by close or destroy', async () => {
     const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
     await once(wss, 'listening');
@@ -241,6 +241,23 @@ describe('the consumer stream\'s gate (routes/stream.ts directGate)', () => {
       await once(client, 'open');
       return { client, server };
     };
+    /** 8 MiB sent to a client that stopped reading, still pending; deliver() lets the client read it all. */
+    const stalledSend = async (client: WebSocket, server: WebSocket) => {
+      const transport = (client as unknown as { _socket: Socket })._socket;
+      transport.pause();
+      const big = randomBytes(8 << 20);
+      server.send(big);
+      await sleep(50);
+      expect(server.bufferedAmount).toBeGreaterThan(0);
+      let got = 0;
+      client.on('message', (m: Buffer) => (got += m.length));
+      return {
+        async deliver() {
+          transport.resume();
+          await until(() => got === big.length, 'the message');
+        },
+      };
+    };
     try {
       const { client, server } = await connected();
       const d = directGate(server)!;
@@ -251,31 +268,16 @@ describe('the consumer stream\'s gate (routes/stream.ts directGate)', () => {
       expect(d.gate[0]).toBe(0);
       await until(() => d.gate[0] === 1, 'open after the ping');
       // a client that does not read: the writes stay pending, and so the gate stays shut until they are out
-      const transport = (client as unknown as { _socket: Socket })._socket;
-      transport.pause();
-      const big = randomBytes(8 << 20);
-      server.send(big);
-      await sleep(50);
-      expect(server.bufferedAmount).toBeGreaterThan(0);
+      const send = await stalledSend(client, server);
       expect(d.gate[0]).toBe(0);
-      let got = 0;
-      client.on('message', (m: Buffer) => (got += m.length));
-      transport.resume();
-      await until(() => got === big.length, 'the message');
+      await send.deliver();
       await until(() => d.gate[0] === 1, 'open after the send');
       // writes made before the gate (a resume's replay): shut until they are out too
       const { client: client3, server: server3 } = await connected();
-      const transport3 = (client3 as unknown as { _socket: Socket })._socket;
-      transport3.pause();
-      server3.send(big);
-      await sleep(50);
-      expect(server3.bufferedAmount).toBeGreaterThan(0);
+      const earlier = await stalledSend(client3, server3);
       const d3 = directGate(server3)!;
       expect(d3.gate[0]).toBe(0);
-      let got3 = 0;
-      client3.on('message', (m: Buffer) => (got3 += m.length));
-      transport3.resume();
-      await until(() => got3 === big.length, 'the earlier message');
+      await earlier.deliver();
       await until(() => d3.gate[0] === 1, 'open once it is out');
       client3.terminate();
       // closing: shut for good

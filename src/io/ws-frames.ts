@@ -2,7 +2,8 @@
  * The WebSocket binary frames the native reader writes itself in direct mode (native/index.d.ts setDirect):
  * server to client, so unmasked; FIN set, opcode 2; a 2-byte header up to 125 bytes of payload, else 4
  * (payloads of at most 65,535 bytes). When its write stops inside a frame, JS writes the rest, and the
- * frames after it, from the same layout; while the gate is shut JS frames whole reads the same way.
+ * frames after it, from the same layout; every other binary frame of a stream socket's consumer is made here
+ * the same way (src/sockets/consumer.ts sendBinary).
  */
 export function frameHeader(length: number): Buffer {
   return length < 126 ? Buffer.from([0x82, length]) : Buffer.from([0x82, 126, length >> 8, length & 0xff]);
