@@ -8,6 +8,7 @@ import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { nowMs } from './clock.js';
 import { serveHarness } from './child-server.js';
+import { C, native } from '../../src/io/native.js';
 
 /** What a connection (TCP) or a bound UDP socket received. */
 interface Counter {
@@ -175,6 +176,14 @@ async function handle(req: Request): Promise<Record<string, unknown>> {
       c.socket.on('drain', fill);
       fill();
       return {};
+    }
+    case 'wakeEvery': {
+      // SO_RCVLOWAT: the kernel wakes this reader once `bytes` are queued, not on every segment (Node has no
+      // setsockopt; the fd is the connection's own, through the repository's addon)
+      const c = conn(req.conn);
+      const fd = (c.socket as unknown as { _handle: { fd: number } })._handle.fd;
+      native.setsockoptInt(fd, C.SOL_SOCKET, C.SO_RCVLOWAT, Number(req.bytes));
+      return { bytes: native.getsockoptInt(fd, C.SOL_SOCKET, C.SO_RCVLOWAT) };
     }
     case 'count': {
       const c = find(req.conn);

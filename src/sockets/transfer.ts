@@ -18,29 +18,31 @@ export function sendBlocking(
   to: SockAddr | null,
   stream: boolean,
 ): number | Promise<number> {
-  const sendFrom = (sent: number) => native.send(fd, sent === 0 ? data : data.subarray(sent), flags, to);
-  if (!stream) return retryUntilReady(watcher, 'writable', deadline, () => sendFrom(0));
+  if (!stream) return retryUntilReady(watcher, 'writable', deadline, () => native.send(fd, data, flags, to));
   // most sends go out whole in the first call; the rest waits for room as a blocking send(2) does
+  // (no named closure for the first try: tsx's keepNames wraps one in __name, a defineProperty, every call)
   let first: number;
   try {
-    first = sendFrom(0);
+    first = native.send(fd, data, flags, to);
   } catch (e) {
     if (!isErrno(e, 'EAGAIN')) throw e;
     first = 0;
   }
   if (first === data.length) return first;
-  return (async () => {
-    let sent = first;
-    do {
-      try {
-        sent += await retryUntilReady(watcher, 'writable', deadline, () => sendFrom(sent));
-      } catch (e) {
-        if (sent > 0 && isErrno(e, 'EAGAIN')) return sent;
-        throw e;
-      }
-    } while (sent < data.length);
-    return sent;
-  })();
+  return sendRest(fd, watcher, deadline, data, flags, to, first);
+}
+
+/** The rest of a stream's send after `sent` bytes went out, waiting for room each time. */
+async function sendRest(fd: number, watcher: FdWatcher, deadline: Deadline, data: Buffer, flags: number, to: SockAddr | null, sent: number): Promise<number> {
+  do {
+    try {
+      sent += await retryUntilReady(watcher, 'writable', deadline, () => native.send(fd, data.subarray(sent), flags, to));
+    } catch (e) {
+      if (sent > 0 && isErrno(e, 'EAGAIN')) return sent;
+      throw e;
+    }
+  } while (sent < data.length);
+  return sent;
 }
 
 /** What a stream's recv reads into before its bytes are copied out (larger reads get a buffer of their own). */
