@@ -54,7 +54,10 @@ export async function callTargets(
   const senders = pairs.slice(0, WORKERS);
   const wakingSenders = pairs.slice(WORKERS, 2 * WORKERS);
   const receivers = pairs.slice(2 * WORKERS);
-  for (const s of senders) await peer.call('wakeEvery', { conn: s.conn, bytes: PEER_WAKE_BYTES });
+  for (const s of senders) {
+    const { bytes } = await peer.call<{ bytes: number }>('wakeEvery', { conn: s.conn, bytes: PEER_WAKE_BYTES });
+    if (bytes !== PEER_WAKE_BYTES) throw new Error(`the peer's SO_RCVLOWAT is ${bytes}, not ${PEER_WAKE_BYTES}`);
+  }
   for (const r of receivers) await peer.call('feed', { conn: r.conn });
   return {
     ops: {
@@ -96,8 +99,8 @@ export async function controlPlane(ctx: Ctx): Promise<ScenarioResult[]> {
     const warm = ctx.quick ? 300 : 1000;
     for (const op of [send, sendWaking, recv, labCycle]) await rate(sc, warm, maxOps, op, poll);
     await rate(bc, warm, maxOps, bareSend, poll);
-    const m = { send: [], recv: [], cycle: [], sendSleeping: [], recvSleeping: [], bare: [], bareSleeping: [] } as Record<string, number[]>;
-    const measure = async (key: string, conns: RawHttp[], op: Op, opts: { poll: boolean } = poll) => m[key]!.push((await rate(conns, ms, maxOps, op, opts)).opsPerSec);
+    const m = { send: [] as number[], recv: [] as number[], cycle: [] as number[], sendSleeping: [] as number[], recvSleeping: [] as number[], bare: [] as number[], bareSleeping: [] as number[] };
+    const measure = async (key: keyof typeof m, conns: RawHttp[], op: Op, opts = poll) => m[key].push((await rate(conns, ms, maxOps, op, opts)).opsPerSec);
     await alternate(
       rounds,
       async () => {
@@ -112,16 +115,16 @@ export async function controlPlane(ctx: Ctx): Promise<ScenarioResult[]> {
         await measure('bareSleeping', bc, bareSend, sleeping);
       },
     );
-    const b = { name: 'bare fastify route', summary: summarize(m.bare!) };
-    const bs = { name: 'bare fastify route, sleeping client', summary: summarize(m.bareSleeping!) };
-    const perCycle = { name: `bare fastify route / ${CYCLE_REQUESTS}`, summary: summarize(m.bare!.map((x) => x / CYCLE_REQUESTS)) };
+    const b = { name: 'bare fastify route', summary: summarize(m.bare) };
+    const bs = { name: 'bare fastify route, sleeping client', summary: summarize(m.bareSleeping) };
+    const perCycle = { name: `bare fastify route / ${CYCLE_REQUESTS}`, summary: summarize(m.bare.map((x) => x / CYCLE_REQUESTS)) };
     ctx.log(`  ${Object.entries(m).map(([k, v]) => `${k} ${v.map(Math.round).join(' ')}`).join('; ')} /s`);
     return [
-      row('4. Control plane', 'send calls', 'calls/s', summarize(m.send!), b, true, { min: 0.5 }),
-      row('4. Control plane', 'recv calls', 'calls/s', summarize(m.recv!), b, true, { min: 0.5 }),
-      row('4. Control plane', `lab cycles (${CYCLE_REQUESTS} calls each)`, 'cycles/s', summarize(m.cycle!), perCycle, true),
-      row('4. Control plane', 'send calls, sleeping client, peer woken per send', 'calls/s', summarize(m.sendSleeping!), bs, true),
-      row('4. Control plane', 'recv calls, sleeping client', 'calls/s', summarize(m.recvSleeping!), bs, true),
+      row('4. Control plane', 'send calls', 'calls/s', summarize(m.send), b, true, { min: 0.5 }),
+      row('4. Control plane', 'recv calls', 'calls/s', summarize(m.recv), b, true, { min: 0.5 }),
+      row('4. Control plane', `lab cycles (${CYCLE_REQUESTS} calls each)`, 'cycles/s', summarize(m.cycle), perCycle, true),
+      row('4. Control plane', 'send calls, sleeping client, peer woken per send', 'calls/s', summarize(m.sendSleeping), bs, true),
+      row('4. Control plane', 'recv calls, sleeping client', 'calls/s', summarize(m.recvSleeping), bs, true),
     ];
   } finally {
     for (const h of [...sc, ...bc]) h.close();
