@@ -95,8 +95,8 @@ export async function controlPlane(ctx: Ctx): Promise<ScenarioResult[]> {
   try {
     const { send, sendWaking, recv } = ops;
     const bareSend = (h: RawHttp) => h.json('POST', '/v1/sockets/abc/send', { data: 'x' });
-    // warm-up: after 300 ms a path each, two full runs' first send rounds of 2 s came 10-17% under the
-    // others' median, and after 1 s 3-6% (the lab cycle's first round still 18-25% under)
+    // warm-up: after 300 ms a path each, two full runs' first send rounds of 2 s came 10-16% under the
+    // others' median, and after 1 s 3-6% (the lab cycle's first round still 19-24% under)
     const warm = ctx.quick ? 300 : 1000;
     for (const op of [send, sendWaking, recv, labCycle]) await rate(sc, warm, maxOps, op, poll);
     await rate(bc, warm, maxOps, bareSend, poll);
