@@ -83,9 +83,10 @@ export class RawHttp {
  * `poll`: the client busy-polls for the whole measure (an immediate always pending keeps libuv's epoll_wait
  * at a zero timeout), so a response never has to wake it. On these VMs a wake-up of a process sleeping on the
  * other vCPU costs the waker an IPI (a VM exit), charged to the server's write of the answer, and how often
- * the client sleeps depends on the server's own speed: with a sleeping client sockctl's `recv` spent 36-38 µs
- * of CPU a call and the bare route 17, with a polling one 25 and 16 (`perf`: the answer's writev went from
- * 13 to 5 µs, its wake-up in sock_def_readable from 6 to 0.5).
+ * the client sleeps depends on the server's own speed (0.55-0.58 sleeps per sockctl `recv`, 0.27-0.29 per
+ * bare call): with a sleeping client sockctl's `recv` spent 36-38 µs of CPU a call and the bare route 17,
+ * with a polling one 25 and 16 (`perf`: the answer's writev went from 13 to 5 µs, its wake-up in
+ * sock_def_readable from 6 to 0.5).
  */
 export async function rate(
   conns: RawHttp[],
