@@ -5,7 +5,7 @@ import { ClientOp, StreamQuery } from '../schemas/streams.js';
 import { decode } from '../src/codec.js';
 import { SockctlError } from '../src/errors.js';
 import { Consumer } from '../src/sockets/consumer.js';
-import { directGate, underlying } from '../src/plugins/websocket.js';
+import { directGate, underlying, writeRaw } from '../src/plugins/websocket.js';
 import { Value } from 'typebox/value';
 
 /** WebSocket close codes of the consumer stream (documented in the README). */
@@ -64,15 +64,9 @@ const stream: FastifyPluginAsyncTypebox = async (app) => {
             // `done` releases a reader slot: only once the bytes are written out (the send's completion)
             binary: (data, done) => ws.send(data, { binary: true }, done ? () => (done(), afterWrite()) : afterWrite),
             direct: () => directGate(ws),
-            raw: (chunks, done) => {
-              // as ws.send, nothing once the WebSocket is closing (the rest of a frame the addon began is
-              // written in the same turn as the addon's write, while it is open)
-              const sock = underlying(ws);
-              if (!sock || ws.readyState !== ws.OPEN || chunks.length === 0) return done?.();
-              sock.cork();
-              chunks.forEach((c, i) => sock.write(c, i === chunks.length - 1 ? () => (done?.(), afterWrite()) : undefined));
-              sock.uncork();
-            },
+            // nothing once the WebSocket is closing (the rest of a frame the addon began is written in the same
+            // turn as the addon's write, while it is open): the slots go back at once
+            raw: (chunks, done) => void (writeRaw(ws, chunks, () => (done?.(), afterWrite())) || done?.()),
             // one writev for the frames of a read event (ws corks each frame's header and payload inside)
             cork: () => underlying(ws)?.cork(),
             uncork: () => underlying(ws)?.uncork(),

@@ -368,6 +368,8 @@ describe('native reader: direct mode (the addon writes the frames)', () => {
     transport.pause();
     const server = [...t!.app.websocketServer.clients][0]!;
     await until(() => server.readyState === WebSocket.CLOSING, 'closing');
+    // the reader's pool: unmapped (detached) once the reader stopped and every slot came back, at the end
+    const pool = (t!.app.registry.find(id)!.consumer as unknown as { reader: { pool: Buffer } }).reader.pool;
     // reads while closing: each goes nowhere, and retention keeps it (slots, not copies: reads over 4 KiB)
     const during = [randomBytes(100 * 1024), randomBytes(70 * 1024), randomBytes(200 * 1024)];
     for (const d of during) {
@@ -387,6 +389,11 @@ describe('native reader: direct mode (the addon writes the frames)', () => {
     await until(() => replay.reduce((n, f) => n + f.length, 0) >= all.length || texts.length > 0, 'the replay');
     expect(texts).toEqual([]);
     expect(sha256(Buffer.concat(replay))).toBe(sha256(all));
+    // closing the socket clears retention: then every slot of the first reader is back, those the closing
+    // WebSocket never wrote included, and its pool goes
+    expect(pool.buffer.byteLength).toBeGreaterThan(0);
+    await t!.call('DELETE', `/v1/sockets/${id}`);
+    await until(() => pool.buffer.byteLength === 0, 'the first pool detached');
   });
 
   it('a resume\'s replay goes out before the first direct write of the reads that follow it', async () => {

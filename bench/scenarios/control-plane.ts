@@ -100,7 +100,8 @@ export async function controlPlane(ctx: Ctx): Promise<ScenarioResult[]> {
     const warm = ctx.quick ? 300 : 1000;
     for (const op of [send, sendWaking, recv]) await rate(sc, warm, maxOps, op, poll);
     await rate(bc, warm, maxOps, bareSend, poll);
-    const m = { send: [] as number[], recv: [] as number[], cycle: [] as number[], sendSleeping: [] as number[], recvSleeping: [] as number[], bare: [] as number[], bareSleeping: [] as number[], bareForCycles: [] as number[] };
+    const keys = ['send', 'recv', 'sendSleeping', 'recvSleeping', 'bare', 'bareSleeping', 'cycle', 'bareForCycles'] as const;
+    const m = Object.fromEntries(keys.map((k) => [k, [] as number[]])) as Record<(typeof keys)[number], number[]>;
     const measure = async (key: keyof typeof m, conns: RawHttp[], op: Op, opts = poll) => m[key].push((await rate(conns, ms, maxOps, op, opts)).opsPerSec);
     await alternate(
       rounds,

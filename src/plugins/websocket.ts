@@ -50,6 +50,20 @@ export function underlying(ws: WebSocket): Duplex | undefined {
   return sock && !sock.destroyed ? sock : undefined;
 }
 
+/**
+ * Bytes for the WebSocket's connection past ws, in one corked write: frames already made (src/io/ws-frames.ts),
+ * which go out ahead of anything sent after. `done` runs after the last one's write. Like ws.send, nothing is
+ * written once the WebSocket is not open: false then, and `done` is not called.
+ */
+export function writeRaw(ws: WebSocket, chunks: Buffer[], done: () => void): boolean {
+  const sock = underlying(ws);
+  if (!sock || ws.readyState !== ws.OPEN || chunks.length === 0) return false;
+  sock.cork();
+  chunks.forEach((c, i) => sock.write(c, i === chunks.length - 1 ? done : undefined));
+  sock.uncork();
+  return true;
+}
+
 type NetSocket = Duplex & { _handle?: { fd?: number } | null; encrypted?: boolean };
 
 /**

@@ -19,8 +19,8 @@ export function sendBlocking(
   stream: boolean,
 ): number | Promise<number> {
   if (!stream) return retryUntilReady(watcher, 'writable', deadline, () => native.send(fd, data, flags, to));
-  // most sends go out whole in the first call; the rest waits for room as a blocking send(2) does
-  // (no named closure for the first try: tsx's keepNames wraps one in __name, a defineProperty, every call)
+  // most sends go out whole in the first call; the rest waits for room as a blocking send(2) does. (No named
+  // closure or helper: tsx's keepNames wraps a named closure in __name, a defineProperty, on every call.)
   let first: number;
   try {
     first = native.send(fd, data, flags, to);
@@ -29,20 +29,18 @@ export function sendBlocking(
     first = 0;
   }
   if (first === data.length) return first;
-  return sendRest(fd, watcher, deadline, data, flags, to, first);
-}
-
-/** The rest of a stream's send after `sent` bytes went out, waiting for room each time. */
-async function sendRest(fd: number, watcher: FdWatcher, deadline: Deadline, data: Buffer, flags: number, to: SockAddr | null, sent: number): Promise<number> {
-  do {
-    try {
-      sent += await retryUntilReady(watcher, 'writable', deadline, () => native.send(fd, data.subarray(sent), flags, to));
-    } catch (e) {
-      if (sent > 0 && isErrno(e, 'EAGAIN')) return sent;
-      throw e;
-    }
-  } while (sent < data.length);
-  return sent;
+  return (async () => {
+    let sent = first;
+    do {
+      try {
+        sent += await retryUntilReady(watcher, 'writable', deadline, () => native.send(fd, data.subarray(sent), flags, to));
+      } catch (e) {
+        if (sent > 0 && isErrno(e, 'EAGAIN')) return sent;
+        throw e;
+      }
+    } while (sent < data.length);
+    return sent;
+  })();
 }
 
 /** What a stream's recv reads into before its bytes are copied out (larger reads get a buffer of their own). */
