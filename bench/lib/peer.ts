@@ -63,20 +63,25 @@ function find(id: unknown): Counter | undefined {
   return conns.get(Number(id)) ?? udps.get(Number(id));
 }
 
-/** Writes `bytes` from one reused block, honouring backpressure, then ends the stream. */
+/**
+ * Writes `bytes` from one reused block, honouring backpressure; resolves once the last write is handed to
+ * the kernel. No FIN follows: the receiver knows the count, and websockify (0.10) closes the WebSocket as
+ * soon as its target sends FIN, dropping what it still had queued for the client (2 MiB of 256 in a run).
+ */
 function blast(c: Conn, bytes: number, chunk: number): Promise<{ startMs: number; endMs: number }> {
   const block = Buffer.alloc(chunk, 0x61);
   const startMs = nowMs();
   let left = bytes;
   return new Promise((resolve, reject) => {
     c.socket.once('error', reject);
+    const done = () => resolve({ startMs, endMs: nowMs() });
     const pump = () => {
       while (left > 0) {
         const n = Math.min(left, chunk);
         left -= n;
-        if (!c.socket.write(n === chunk ? block : block.subarray(0, n))) return void c.socket.once('drain', pump);
+        const ok = c.socket.write(n === chunk ? block : block.subarray(0, n), left === 0 ? done : undefined);
+        if (!ok && left > 0) return void c.socket.once('drain', pump);
       }
-      c.socket.end(() => resolve({ startMs, endMs: nowMs() }));
     };
     pump();
   });

@@ -201,7 +201,7 @@ export function machineCpu(): { all: number; ours: number } {
   let ours = (f[11]! + f[12]! + f[13]! + f[14]!) / CLK_TCK;
   for (const c of children) {
     try {
-      if (c.pid && c.exitCode === null) ours += cpuSeconds(c.pid);
+      if (c.pid && c.exitCode === null) ours += treeCpuSeconds(c.pid); // with websockify's forks
     } catch {
       // exited meanwhile: counted in cutime once reaped
     }
