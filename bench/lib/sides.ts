@@ -9,6 +9,8 @@ export interface Side {
   /** Sets up a WebSocket and the peer's TCP connection joined by the relay; returns them and a cleanup. */
   connect(ctx: Ctx): Promise<{ ws: WebSocket; conn: number; cleanup: () => Promise<void> }>;
   cpu(): number;
+  /** A slow baseline: quick mode moves a quarter of the bytes through it (GB/s and CPU/GB are per byte). */
+  slow?: boolean;
 }
 
 export function sockctlSide(ctx: Ctx): Side {
@@ -37,9 +39,10 @@ export function sockctlSide(ctx: Ctx): Side {
 }
 
 /** A relay that connects to the peer's listener for each WebSocket (the net+ws baseline, websockify). */
-export function relaySide(name: string, url: (peerPort: number) => string, pid: number, tree: boolean): Side {
+export function relaySide(name: string, url: (peerPort: number) => string, pid: number, tree: boolean, slow = false): Side {
   return {
     name,
+    slow,
     cpu: () => (tree ? treeCpuSeconds(pid) : cpuSeconds(pid)),
     async connect(ctx) {
       const { port } = await ctx.peer.call<{ port: number }>('listen');
@@ -60,6 +63,6 @@ export function relaySide(name: string, url: (peerPort: number) => string, pid: 
 export function relaySides(ctx: Ctx): Side[] {
   const sides = [relaySide('net+ws relay', (p) => `ws://127.0.0.1:${ctx.relay.port}/?port=${p}`, ctx.relay.proc.pid, false)];
   // websockify relays to the one target it was started with: the peer's listener
-  if (ctx.websockify) sides.push(relaySide('websockify', () => `ws://127.0.0.1:${ctx.websockify!.port}/`, ctx.websockify.proc.pid, true));
+  if (ctx.websockify) sides.push(relaySide('websockify', () => `ws://127.0.0.1:${ctx.websockify!.port}/`, ctx.websockify.proc.pid, true, true));
   return sides;
 }

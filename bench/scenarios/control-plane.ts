@@ -1,5 +1,5 @@
 import { alternate, type Ctx } from '../lib/context.js';
-import { RawHttp, rate } from '../lib/raw-http.js';
+import { RawHttp, rate, warmUp } from '../lib/raw-http.js';
 import { row, type ScenarioResult } from '../lib/report.js';
 import type { IpcChild } from '../lib/ipc-child.js';
 import { startBareFastify, TOKEN, type Service } from '../lib/service.js';
@@ -95,11 +95,20 @@ export async function controlPlane(ctx: Ctx): Promise<ScenarioResult[]> {
   try {
     const { send, sendWaking, recv } = ops;
     const bareSend = (h: RawHttp) => h.json('POST', '/v1/sockets/abc/send', { data: 'x' });
-    // warm-up: after 300 ms a path each, two full runs' first send rounds of 2 s came 10-16% under the
-    // others' median, and after 1 s 3-6%
-    const warm = ctx.quick ? 300 : 1000;
-    for (const op of [send, sendWaking, recv]) await rate(sc, warm, maxOps, op, poll);
-    await rate(bc, warm, maxOps, bareSend, poll);
+    // warm-up, each path until its rate holds: after a fixed 300 ms a path, two full runs' first send rounds
+    // of 2 s came 10-16% under the others' median (after 1 s, 3-6%), and the bare route's first quick round
+    // 27-51% under its others in three runs out of three. At least 800 ms: a fresh path's first slices of
+    // 200 ms can agree at a tenth of its speed (send: 4,026/s and 3,356/s after 400 ms)
+    const warm = ctx.quick ? { minMs: 800, maxMs: 1500 } : { minMs: 1000, maxMs: 4000 };
+    const warmed: string[] = [];
+    const warmPath = async (name: string, conns: RawHttp[], op: Op, opts = poll) => {
+      const w = await warmUp(conns, op, { ...opts, ...warm });
+      warmed.push(`${name} ${Math.round(w.ms)} ms (${Math.round(w.opsPerSec)}/s)`);
+    };
+    await warmPath('send', sc, send);
+    await warmPath('sendWaking', sc, sendWaking, sleeping);
+    await warmPath('recv', sc, recv);
+    await warmPath('bare', bc, bareSend);
     const keys = ['send', 'recv', 'sendSleeping', 'recvSleeping', 'bare', 'bareSleeping', 'cycle', 'bareForCycles'] as const;
     const m = Object.fromEntries(keys.map((k) => [k, [] as number[]])) as Record<(typeof keys)[number], number[]>;
     const measure = async (key: keyof typeof m, conns: RawHttp[], op: Op, opts = poll) => m[key].push((await rate(conns, ms, maxOps, op, opts)).opsPerSec);
@@ -119,7 +128,8 @@ export async function controlPlane(ctx: Ctx): Promise<ScenarioResult[]> {
     // The lab cycles come after, against the bare route again: the next 300 ms of sends after a lab cycle's
     // measure ran at 18,000/s against 32,000 before and after, and in a quick run's first round at 12,000: a
     // transient that fell on whatever measure followed the lab cycle.
-    await rate(sc, warm, maxOps, labCycle, poll);
+    await warmPath('cycle', sc, labCycle);
+    ctx.log(`  warm-up: ${warmed.join(', ')}`);
     await alternate(
       rounds,
       () => measure('cycle', sc, labCycle),
