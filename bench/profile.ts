@@ -4,7 +4,7 @@ import { nowMs } from './lib/clock.js';
 import type { Ctx } from './lib/context.js';
 import { formatProfile, summarizeProfile } from './lib/cpuprofile.js';
 import { IpcChild } from './lib/ipc-child.js';
-import { RawHttp, rate } from './lib/raw-http.js';
+import { RawHttp, rate, warmUp } from './lib/raw-http.js';
 import { ROOT, sleep, spawnNode, waitLine } from './lib/procs.js';
 import { Service, TOKEN } from './lib/service.js';
 import { relaySides, sockctlSide, type Side } from './lib/sides.js';
@@ -112,7 +112,7 @@ export async function profile(what: ProfileName, log: (msg: string) => void, qui
       try {
         const ms = quick ? 2000 : 8000;
         // as scenario 4's goal rows: a busy-polling client (and for send, a peer woken per 4 KiB)
-        await rate(conns, 500, 1_000_000, ops[what], { poll: true }); // warm-up
+        await warmUp(conns, ops[what], { poll: true, minMs: 1000, maxMs: 4000 });
         await measure('sockctl', 'sockctl', async () => {
           const r = await rate(conns, ms, 1_000_000, ops[what], { poll: true });
           return `${what} over ${WORKERS} keep-alive connections (polling client) for ${ms} ms: ${r.opsPerSec.toFixed(0)}/s`;

@@ -136,7 +136,7 @@ export function table(rows: ScenarioResult[]): string {
 export function markdown(rows: ScenarioResult[], m: Machine, notes: string[], command: string): string {
   const esc = (s: string) => s.replace(/\|/g, '\\|');
   const out = [
-    `Latest full run: ${m.date.slice(0, 10)} on ${m.cpu}, ${m.cores} cores, Linux ${m.kernel.replace(/^Linux /, '')}, Node ${m.node}. Reproduce with \`${command}\` (about 4 minutes; \`npm run bench -- --quick\` takes under a minute). Values are medians over alternating A/B rounds, with [min–max]; the ratio is sockctl / baseline.`,
+    `Latest full run: ${m.date.slice(0, 10)} on ${m.cpu}, ${m.cores} cores, Linux ${m.kernel.replace(/^Linux /, '')}, Node ${m.node}. Reproduce with \`${command}\` (about 5 minutes with websockify installed, 4 without; \`npm run bench -- --quick\` takes under a minute, with noisier figures: goals are judged on full runs). Values are medians over alternating A/B rounds, with [min–max]; the ratio is sockctl / baseline.`,
     '',
     `| ${HEADERS.join(' | ')} |`,
     `|${HEADERS.map(() => '---').join('|')}|`,
