@@ -146,11 +146,16 @@ export function markdown(rows: ScenarioResult[], m: Machine, notes: string[], co
   return out.join('\n') + '\n';
 }
 
+/** bench/results/latest.json: `{machine, scenarios: [...]}` as issue 6 gives it, with the mode and the notes. */
+export function resultsDocument(rows: ScenarioResult[], m: Machine, notes: string[], full: boolean) {
+  return { machine: m, mode: full ? 'full' : 'quick', notes, scenarios: rows };
+}
+
 export function writeResults(rows: ScenarioResult[], m: Machine, notes: string[], full: boolean, command: string): string[] {
   const dir = join(ROOT, 'bench', 'results');
   mkdirSync(dir, { recursive: true });
   const written = [join(dir, 'latest.json')];
-  writeFileSync(written[0]!, JSON.stringify({ machine: m, mode: full ? 'full' : 'quick', notes, scenarios: rows }, null, 2) + '\n');
+  writeFileSync(written[0]!, JSON.stringify(resultsDocument(rows, m, notes, full), null, 2) + '\n');
   if (full) {
     const md = join(ROOT, 'bench', 'RESULTS.md');
     writeFileSync(md, markdown(rows, m, notes, command));
