@@ -59,7 +59,7 @@ export async function via(ctx: Ctx, side: Side, seconds: number, rate = RATE): P
 }
 
 /**
- * 30,000 messages through `side` at 20x the measured rate, then 6 s (2 s quick) at the measured rate, so that
+ * 30,000 messages through `side` at 20x the measured rate, then 6 s (1 s quick) at the measured rate, so that
  * neither side is measured while V8 still compiles its path: in a full run the relay comes hot from
  * scenarios 1 and 2, and a service started for this scenario alone (`--only=3`) had seen 200 messages.
  * After 10,000 fast messages the service was still compiling during the rounds that followed
@@ -71,7 +71,7 @@ export async function via(ctx: Ctx, side: Side, seconds: number, rate = RATE): P
  */
 export async function warm(ctx: Ctx, side: Side): Promise<void> {
   await via(ctx, side, 1.5, 20 * RATE);
-  await via(ctx, side, ctx.quick ? 2 : 6);
+  await via(ctx, side, ctx.quick ? 1 : 6);
 }
 
 /** Scenario 3: 64-byte messages at 1,000/s, TCP peer → WebSocket client; p50 and p99 <= 1.0x the relay. */
