@@ -83,7 +83,8 @@ function blast(c: Conn, bytes: number, chunk: number): Promise<{ startMs: number
         if (!ok && left > 0) return void c.socket.once('drain', pump);
       }
     };
-    pump();
+    if (left === 0) done();
+    else pump();
   });
 }
 
