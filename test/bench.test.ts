@@ -36,6 +36,12 @@ describe('bench rows and goals', () => {
     expect(miss).toMatchObject({ ratio: 0.4, met: false });
   });
 
+  it('a ratio that rounds onto the bound keeps the digit that decides the goal', () => {
+    expect(row('3', 'p99', 'ms', s(0.437), { name: 'relay', summary: s(0.435) }, false, { max: 1 })).toMatchObject({ ratio: 1.005, met: false });
+    expect(row('4', 'send', 'calls/s', s(49990), { name: 'bare', summary: s(100000) }, true, { min: 0.5 })).toMatchObject({ ratio: 0.4999, met: false });
+    expect(row('3', 'p99', 'ms', s(0.4349), { name: 'relay', summary: s(0.435) }, false, { max: 1 })).toMatchObject({ ratio: 1, met: true });
+  });
+
   it('a lower-is-better ratio goal: met at or below it, not above', () => {
     const ok = row('1', 'CPU', 'CPU-s/GB', s(0.6), { name: 'relay', summary: s(1) }, false, { max: 0.7 });
     expect(ok).toMatchObject({ ratio: 0.6, goal: '<= 0.7x', met: true, higherIsBetter: false });

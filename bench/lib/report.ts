@@ -91,8 +91,10 @@ export function row(
     ]
       .filter(Boolean)
       .join(', ');
-    const ratioOk = (goal.min === undefined && goal.max === undefined) || (ratio !== null && (goal.min === undefined || ratio >= goal.min) && (goal.max === undefined || ratio <= goal.max));
-    r.met = ratioOk && (goal.maxValue === undefined || a.median <= goal.maxValue);
+    const within = (x: number | null) => (goal.min === undefined && goal.max === undefined) || (x !== null && (goal.min === undefined || x >= goal.min) && (goal.max === undefined || x <= goal.max));
+    r.met = within(ratio) && (goal.maxValue === undefined || a.median <= goal.maxValue);
+    // a ratio that rounds onto the goal's bound shows the digit that decides it (1.005x, not 1x NOT met)
+    for (let digits = 4; ratio !== null && within(r.ratio) !== within(ratio) && digits <= 6; digits++) r.ratio = Number(ratio.toPrecision(digits));
   }
   return r;
 }
