@@ -45,10 +45,9 @@ export async function transfer(ctx: Ctx, side: Side, direction: Direction, bytes
 }
 
 /**
- * The warm-up of a full run is 1 GiB a side: a fresh service (each scenario starts one) spent 1.40 and 1.42 CPU-s
- * per GB on its first two transfers of 512 MiB WebSocket -> TCP and 1.08-1.25 on the next ten, and 0.73 and
- * 0.71 then 0.54-0.63 TCP -> WebSocket; after 128 MiB its rounds of a full run still fell from 1.23-1.35 to
- * 1.06-1.11 where the relay, running since scenario 1, held 1.20-1.30.
+ * The warm-up of a full run is 1 GiB a side: a fresh service (each scenario starts one, while the relay runs from
+ * scenario 1 on) spent 1.40 and 1.42 CPU-s per GB on its first two transfers of 512 MiB WebSocket -> TCP and
+ * 1.08-1.25 on the next ten, and 0.73 and 0.71, then 0.54-0.63, TCP -> WebSocket.
  */
 function sizes(ctx: Ctx): { bytes: number; rounds: number; warm: number } {
   return ctx.quick ? { bytes: 256 * MiB, rounds: 3, warm: 32 * MiB } : { bytes: 2048 * MiB, rounds: 5, warm: 1024 * MiB };
