@@ -8,7 +8,7 @@ import { RawHttp, rate, warmUp } from './lib/raw-http.js';
 import { ROOT, sleep, spawnNode, waitLine } from './lib/procs.js';
 import { Service, TOKEN } from './lib/service.js';
 import { relaySides, sockctlSide, type Side } from './lib/sides.js';
-import { callTargets, WORKERS } from './scenarios/control-plane.js';
+import { callTargets, warmUpBounds, WORKERS } from './scenarios/control-plane.js';
 import { round as fanoutRound } from './scenarios/fanout.js';
 import { via as latencyRound, warm as warmLatency } from './scenarios/latency.js';
 import { transfer, type Transfer } from './scenarios/throughput.js';
@@ -112,7 +112,7 @@ export async function profile(what: ProfileName, log: (msg: string) => void, qui
       try {
         const ms = quick ? 2000 : 8000;
         // as scenario 4's goal rows: a busy-polling client (and for send, a peer woken per 4 KiB)
-        await warmUp(conns, ops[what], { poll: true, minMs: 1000, maxMs: 4000 });
+        await warmUp(conns, ops[what], { poll: true, ...warmUpBounds(quick) });
         await measure('sockctl', 'sockctl', async () => {
           const r = await rate(conns, ms, 1_000_000, ops[what], { poll: true });
           return `${what} over ${WORKERS} keep-alive connections (polling client) for ${ms} ms: ${r.opsPerSec.toFixed(0)}/s`;

@@ -38,12 +38,15 @@ export function sockctlSide(ctx: Ctx): Side {
   };
 }
 
-/** A relay that connects to the peer's listener for each WebSocket (the net+ws baseline, websockify). */
-export function relaySide(name: string, url: (peerPort: number) => string, pid: number, tree: boolean, slow = false): Side {
+/**
+ * A relay that connects to the peer's listener for each WebSocket (the net+ws baseline, websockify).
+ * `forks`: it serves each connection from a process of its own, whose CPU counts too; `slow`: see Side.
+ */
+export function relaySide(name: string, url: (peerPort: number) => string, pid: number, opts: { forks?: boolean; slow?: boolean } = {}): Side {
   return {
     name,
-    slow,
-    cpu: () => (tree ? treeCpuSeconds(pid) : cpuSeconds(pid)),
+    slow: opts.slow ?? false,
+    cpu: () => (opts.forks ? treeCpuSeconds(pid) : cpuSeconds(pid)),
     async connect(ctx) {
       const { port } = await ctx.peer.call<{ port: number }>('listen');
       const ws = await openWs(url(port));
@@ -61,8 +64,8 @@ export function relaySide(name: string, url: (peerPort: number) => string, pid: 
 }
 
 export function relaySides(ctx: Ctx): Side[] {
-  const sides = [relaySide('net+ws relay', (p) => `ws://127.0.0.1:${ctx.relay.port}/?port=${p}`, ctx.relay.proc.pid, false)];
+  const sides = [relaySide('net+ws relay', (p) => `ws://127.0.0.1:${ctx.relay.port}/?port=${p}`, ctx.relay.proc.pid)];
   // websockify relays to the one target it was started with: the peer's listener
-  if (ctx.websockify) sides.push(relaySide('websockify', () => `ws://127.0.0.1:${ctx.websockify!.port}/`, ctx.websockify.proc.pid, true, true));
+  if (ctx.websockify) sides.push(relaySide('websockify', () => `ws://127.0.0.1:${ctx.websockify!.port}/`, ctx.websockify.proc.pid, { forks: true, slow: true }));
   return sides;
 }

@@ -76,6 +76,16 @@ export async function callTargets(
 }
 
 /**
+ * How long each path warms up (warmUp(): until its rate holds). After a fixed 300 ms a path, two full runs'
+ * first send rounds of 2 s came 10-16% under the others' median (after 1 s, 3-6%), and the bare route's first
+ * quick round 27-51% under its others in three runs out of three. At least 800 ms: a fresh path's first slices
+ * of 200 ms can agree at a tenth of its speed (send: 4,026/s and 3,356/s after 400 ms).
+ */
+export function warmUpBounds(quick: boolean): { minMs: number; maxMs: number } {
+  return quick ? { minMs: 800, maxMs: 1200 } : { minMs: 1000, maxMs: 4000 };
+}
+
+/**
  * Scenario 4: single calls per second vs a bare fastify route with the same body validation (goal >= 0.5x).
  * The goal rows measure the servers' own cost: a busy-polling client (rate()'s `poll`) and a `send` peer
  * woken per PEER_WAKE_BYTES, so that neither server pays a cross-vCPU wake-up per call. The rows after
@@ -95,11 +105,7 @@ export async function controlPlane(ctx: Ctx): Promise<ScenarioResult[]> {
   try {
     const { send, sendWaking, recv } = ops;
     const bareSend = (h: RawHttp) => h.json('POST', '/v1/sockets/abc/send', { data: 'x' });
-    // warm-up, each path until its rate holds: after a fixed 300 ms a path, two full runs' first send rounds
-    // of 2 s came 10-16% under the others' median (after 1 s, 3-6%), and the bare route's first quick round
-    // 27-51% under its others in three runs out of three. At least 800 ms: a fresh path's first slices of
-    // 200 ms can agree at a tenth of its speed (send: 4,026/s and 3,356/s after 400 ms)
-    const warm = ctx.quick ? { minMs: 800, maxMs: 1200 } : { minMs: 1000, maxMs: 4000 };
+    const warm = warmUpBounds(ctx.quick);
     const warmed: string[] = [];
     const warmPath = async (name: string, conns: RawHttp[], op: Op, opts = poll) => {
       const w = await warmUp(conns, op, { ...opts, ...warm });

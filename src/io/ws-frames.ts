@@ -6,7 +6,12 @@
  * the same way (src/sockets/consumer.ts sendBinary).
  */
 export function frameHeader(length: number): Buffer {
-  return length < 126 ? Buffer.from([0x82, length]) : Buffer.from([0x82, 126, length >> 8, length & 0xff]);
+  return headerBytes(length) === 2 ? Buffer.from([0x82, length]) : Buffer.from([0x82, 126, length >> 8, length & 0xff]);
+}
+
+/** How long frameHeader(length) is, without making it. */
+function headerBytes(length: number): 2 | 4 {
+  return length < 126 ? 2 : 4;
 }
 
 /**
@@ -21,7 +26,7 @@ export function framesAfter(payloads: Buffer[], written: number, frameBytes: num
   for (const payload of payloads) {
     for (let at = 0; at < payload.length; at += frameBytes) {
       const length = Math.min(frameBytes, payload.length - at);
-      const headerLength = length < 126 ? 2 : 4;
+      const headerLength = headerBytes(length);
       if (skip >= headerLength + length) {
         skip -= headerLength + length; // written whole: nothing made for it
         continue;
